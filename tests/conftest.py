@@ -1,0 +1,27 @@
+"""Shared fixtures. Tests run on CPU with few threads: CI has 2 cores."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+REPO = Path(__file__).resolve().parents[1]
+FER_ZIP = (REPO / ".." / "shared" / "datasets" / "fer2013" / "fer2013.zip").resolve()
+
+
+@pytest.fixture(scope="session")
+def fer_zip() -> Path:
+    if not FER_ZIP.is_file():
+        pytest.skip(f"FER-2013 not found at {FER_ZIP} (see ../shared/datasets/README.md)")
+    return FER_ZIP
+
+
+@pytest.fixture(scope="session")
+def synthetic_splits():
+    from vitedge.data import make_synthetic
+
+    return make_synthetic(per_class=60, seed=0)

@@ -1,0 +1,111 @@
+"""What the training-stage commands (train, pretrain, distill) share: arguments, data, finishing up.
+
+Every stage takes the same shape of command, so a Snakemake rule is one line:
+
+    python -m vitedge.<stage> --data DATA_DIR --out MODEL.pt \
+        --model-json '{"preset": "vit-tiny-48"}' --train-json '{"epochs": 30}' [--resume]
+
+Values in --train-json / --model-json come from the workflow config; the short flags
+(--epochs, --preset ...) are for people typing the command.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+from vitedge.data import DatasetError, Split, load_splits
+from vitedge.io import write_json
+from vitedge.preprocess import Preprocess
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def add_common_args(p: argparse.ArgumentParser, default_stage: str = "finetune") -> None:
+    p.add_argument("--data", required=True, type=Path, help="folder written by `python -m vitedge.data`")
+    p.add_argument("--out", required=True, type=Path, help="where the final model checkpoint goes")
+    p.add_argument("--work-dir", type=Path, help="resumable state and logs (default: <out>.work/)")
+    p.add_argument("--model-json", default="{}", help='model spec, e.g. {"preset": "vit-tiny-48", "overrides": {...}}')
+    p.add_argument("--train-json", default="{}", help="training options (see TrainConfig)")
+    p.add_argument("--preset", help="model preset (overrides --model-json)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--stage", default=default_stage, help="name used in logs and metadata")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --work-dir")
+
+
+def resolve(args: argparse.Namespace, config_cls: type) -> argparse.Namespace:
+    """Merge JSON specs and short flags into `args.model_spec` and `args.stage_config`."""
+    model_spec = json.loads(args.model_json)
+    if args.preset:
+        model_spec["preset"] = args.preset
+    model_spec.setdefault("preset", "vit-tiny-48")
+    train = json.loads(args.train_json)
+    for key in ("epochs", "batch_size", "lr", "seed"):
+        if getattr(args, key) is not None:
+            train[key] = getattr(args, key)
+    args.model_spec = model_spec
+    args.stage_config = config_cls.from_dict(train)
+    args.work_dir = args.work_dir or args.out.with_name(args.out.name + ".work")
+    return args
+
+
+def load_stage_data(data_dir: Path, model_spec: dict) -> tuple[dict[str, Split], Preprocess]:
+    from vitedge.model import get_config
+
+    splits = load_splits(data_dir)
+    img_size = model_spec.get("overrides", {}).get("img_size", get_config(model_spec["preset"]).img_size)
+    pre = Preprocess(img_size=img_size, **model_spec.get("preprocess", {}))
+    return splits, pre
+
+
+def finish_stage(args: argparse.Namespace, result: dict, splits: dict[str, Split], pre: Preprocess, d: Any) -> dict:
+    """Copy the best checkpoint to --out (atomically) and write <out>.json with its scores.
+
+    The test split is scored for the record only; the model was chosen on validation.
+    """
+    from vitedge import checkpoints
+    from vitedge.io import atomic_path
+    from vitedge.train import evaluate
+
+    model, info = checkpoints.load_model(result["best_path"])
+    scores = {name: evaluate(model, splits[name], pre) for name in ("val", "test")}
+    with atomic_path(args.out) as tmp:
+        shutil.copyfile(result["best_path"], tmp)
+    summary = {
+        "stage": args.stage, "checkpoint": str(args.out), "model": args.model_spec,
+        "params": model.num_params(), "best_epoch": result["best"]["epoch"],
+        "train_config": asdict(args.stage_config),
+        "val": _brief(scores["val"]), "test": _brief(scores["test"]), "history": result["history"],
+    }
+    write_json(args.out.with_suffix(".json"), summary)
+    print(f"{args.stage}: best epoch {summary['best_epoch']}, val top-1 {scores['val']['top1']:.4f}, "
+          f"test top-1 {scores['test']['top1']:.4f} -> {args.out}")
+    return summary
+
+
+def _brief(m: dict) -> dict:
+    return {k: m[k] for k in ("n", "top1", "macro_f1", "confusion")}
+
+
+def run_cli(fn: Callable[[], Any]) -> int:
+    """Run a stage: clear one-line errors instead of tracebacks for the mistakes users make."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        fn()
+    except KeyboardInterrupt:
+        print("interrupted: the last completed epoch is saved; rerun with --resume to continue", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (DatasetError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0

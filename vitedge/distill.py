@@ -1,0 +1,170 @@
+"""DeiT-style distillation: a small student with a distillation token learns from a frozen teacher.
+
+The student (e.g. vit-micro-48 with `distilled: true`) is trained by the shared engine
+(`vitedge.train.fit`) with `DistillationLoss` (see `vitedge.losses`): cross-entropy with label
+smoothing on its class head, the teacher's hard labels (or temperature-softened distribution) on
+its distillation head. At inference the model averages both heads; every export computes that.
+
+    python -m vitedge.distill --data results/default/data --teacher models/teacher.pt \
+        --out models/student.pt --model-json '{"preset": "vit-micro-48", "overrides": {"distilled": true}}' \
+        --train-json '{"epochs": 8, "distillation_type": "hard"}' --report reports/distill.md [--resume]
+
+`--report` writes a teacher-vs-student table (accuracy on val and test, parameters, counted
+FLOPs, CPU latency at batch 1) as Markdown plus the same numbers as JSON beside it.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from vitedge import checkpoints
+from vitedge.data import CLASSES, Split
+from vitedge.data.datasets import class_weights
+from vitedge.losses import DISTILLATION_TYPES, DistillationLoss, TeacherInput
+from vitedge.model import VisionTransformer, flops_per_image
+from vitedge.preprocess import Preprocess
+from vitedge.train import Dist, SupervisedLoss, TrainConfig, evaluate, fit
+
+log = logging.getLogger("vitedge.distill")
+
+
+@dataclass
+class DistillConfig(TrainConfig):
+    distillation_type: str = "hard"  # DeiT's best: hard labels from the teacher on the distillation head
+    alpha: float = 0.5  # weight of the teacher's term
+    tau: float = 1.0  # temperature (soft only)
+    # the teacher's sha256, set at run time: part of the resume fingerprint, so a retrained teacher
+    # restarts distillation instead of resuming a student that learnt from the old one
+    teacher_sha256: str = ""
+
+
+def distill(student: VisionTransformer, teacher: nn.Module | None, train: Split, val: Split, pre: Preprocess,
+            cfg: DistillConfig, work_dir: str | Path, teacher_pre: Preprocess | None = None, resume: bool = False,
+            meta: dict | None = None, dist_env: Dist | None = None) -> dict:
+    """Train `student` against `teacher` (None with type "none": the no-teacher baseline). Returns `fit`'s summary."""
+    if cfg.distillation_type != "none" and not student.cfg.distilled:
+        raise ValueError("the student has no distillation token: set `distilled: true` in its model overrides")
+    base = SupervisedLoss(class_weights(train.labels, student.cfg.num_classes, cfg.class_balance), cfg.label_smoothing)
+    criterion = DistillationLoss(base, teacher, cfg.distillation_type, cfg.alpha, cfg.tau,
+                                 TeacherInput(pre, teacher_pre or pre))
+    return fit(student, train, val, pre, cfg, work_dir, criterion=criterion, resume=resume, stage="distill",
+               meta={**(meta or {}), "distillation": {"type": cfg.distillation_type, "alpha": cfg.alpha, "tau": cfg.tau}},
+               dist_env=dist_env)
+
+
+def load_teacher(path: str | Path) -> tuple[VisionTransformer, Preprocess, dict]:
+    teacher, info = checkpoints.load_model(path)
+    if list(info["classes"]) != list(CLASSES):
+        raise ValueError(f"teacher {path} predicts {info['classes']}, not the FER classes {list(CLASSES)}")
+    return teacher, Preprocess.from_dict(info["preprocess"]), info
+
+
+# --------------------------------------------------------------------------- report
+@torch.inference_mode()
+def cpu_latency_ms(model: nn.Module, img_size: int, in_chans: int = 1, batch: int = 1, warmup: int = 10,
+                   runs: int = 50) -> float:
+    """Median wall time of one eval forward pass on the CPU (a simple timer; `vitedge.bench` has the protocol)."""
+    model = model.eval().cpu()
+    x = torch.zeros(batch, in_chans, img_size, img_size)
+    for _ in range(warmup):
+        model(x)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        model(x)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e3)
+
+
+def model_card(model: VisionTransformer, splits: dict[str, Split], pre: Preprocess) -> dict:
+    """Accuracy (val, test), size, counted FLOPs and batch-1 CPU latency of one model."""
+    scores = {name: evaluate(model, splits[name], pre) for name in ("val", "test")}
+    return {
+        "preset_config": model.cfg.as_dict(),
+        "params": model.num_params(),
+        "flops": flops_per_image(model),
+        "latency_ms_bs1": cpu_latency_ms(model, model.cfg.img_size, model.cfg.in_chans),
+        **{f"{name}_{k}": scores[name][k] for name in scores for k in ("top1", "macro_f1")},
+    }
+
+
+def write_report(path: str | Path, teacher: VisionTransformer, student: VisionTransformer, splits: dict[str, Split],
+                 teacher_pre: Preprocess, student_pre: Preprocess, cfg: DistillConfig) -> dict:
+    """`path` (Markdown) and `path` with .json: teacher vs student."""
+    from vitedge.io import atomic_write_text, write_json
+    from vitedge.sysinfo import describe, machine_info
+
+    rows = {"teacher": model_card(teacher, splits, teacher_pre), "student": model_card(student, splits, student_pre)}
+    t, s = rows["teacher"], rows["student"]
+    report = {"distillation": {"type": cfg.distillation_type, "alpha": cfg.alpha, "tau": cfg.tau, "epochs": cfg.epochs},
+              "models": rows, "threads": torch.get_num_threads(), "machine": machine_info()}
+    lines = [
+        f"# Distillation: teacher vs student ({cfg.distillation_type}, alpha {cfg.alpha}"
+        + (f", tau {cfg.tau}" if cfg.distillation_type == "soft" else "") + f", {cfg.epochs} epochs)",
+        "",
+        "| model | params | MFLOPs | CPU bs1 ms | val top-1 | val macro-F1 | test top-1 | test macro-F1 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        *[f"| {name} | {r['params'] / 1e6:.2f}M | {r['flops'] / 1e6:.1f} | {r['latency_ms_bs1']:.2f} | "
+          f"{100 * r['val_top1']:.2f} | {100 * r['val_macro_f1']:.2f} | {100 * r['test_top1']:.2f} | "
+          f"{100 * r['test_macro_f1']:.2f} |" for name, r in rows.items()],
+        "",
+        f"Student/teacher: {s['params'] / t['params']:.2f}x parameters, {s['flops'] / t['flops']:.2f}x FLOPs, "
+        f"{s['latency_ms_bs1'] / t['latency_ms_bs1']:.2f}x latency, "
+        f"{100 * (s['test_top1'] - t['test_top1']):+.2f} points test top-1.",
+        f"Latency: PyTorch eager fp32, median of 50 runs at batch 1, {torch.get_num_threads()} threads, "
+        f"on {describe(report['machine'])}.",
+        "",
+    ]
+    atomic_write_text(path, "\n".join(lines))
+    write_json(Path(path).with_suffix(".json"), report)
+    return report
+
+
+# --------------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    from vitedge.cli import add_common_args, finish_stage, load_stage_data, resolve, run_cli
+    from vitedge.io import sha256_file
+    from vitedge.train import build_model, setup_distributed
+
+    p = argparse.ArgumentParser(prog="python -m vitedge.distill", description="DeiT distillation of a student ViT.")
+    add_common_args(p, default_stage="distill")
+    p.add_argument("--teacher", required=True, type=Path, help="vitedge checkpoint of the (fine-tuned) teacher")
+    p.add_argument("--init", help="checkpoint to start the student from (default: random, as in DeiT)")
+    p.add_argument("--distillation-type", choices=DISTILLATION_TYPES)
+    p.add_argument("--alpha", type=float)
+    p.add_argument("--tau", type=float)
+    p.add_argument("--report", type=Path, help="write the teacher-vs-student table here (Markdown + .json)")
+    args = resolve(p.parse_args(argv), DistillConfig)
+    cfg: DistillConfig = args.stage_config
+    for key in ("distillation_type", "alpha", "tau"):
+        if getattr(args, key) is not None:
+            setattr(cfg, key, getattr(args, key))
+
+    def run() -> None:
+        d = setup_distributed(args.device)
+        splits, pre = load_stage_data(args.data, args.model_spec)
+        teacher, teacher_pre, _ = load_teacher(args.teacher)
+        cfg.teacher_sha256 = sha256_file(args.teacher)
+        student = build_model(args.model_spec["preset"], args.model_spec.get("overrides"), args.init)
+        result = distill(student, teacher.to(d.device), splits["train"], splits["val"], pre, cfg, args.work_dir,
+                         teacher_pre, resume=args.resume, dist_env=d,
+                         meta={"teacher": str(args.teacher), "init": args.init, "data": str(args.data)})
+        if d.main:
+            finish_stage(args, result, splits, pre, d)
+            if args.report:
+                best, _ = checkpoints.load_model(args.out)
+                write_report(args.report, teacher.cpu(), best, splits, teacher_pre, pre, cfg)
+                print(f"distill: report -> {args.report}")
+
+    return run_cli(run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

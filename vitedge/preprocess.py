@@ -1,0 +1,80 @@
+"""The one preprocessing every model, artefact and runtime uses.
+
+grayscale -> resize to the model's input size (bilinear, antialiased) -> scale to [0, 1]
+-> normalise with (x - mean) / std.
+
+It is recorded in every checkpoint and artefact (`Preprocess.as_dict`) and rebuilt from
+there (`Preprocess.from_dict`), so training, validation, `vitedge.infer` and the exported
+formats cannot drift apart. Core ML embeds it as ImageType scale/bias: see `coreml_scale_bias`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    img_size: int = 48
+    mean: float = 0.5
+    std: float = 0.5
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"grayscale": True, "resize": "bilinear-antialias", "scale": 1 / 255, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Preprocess":
+        return cls(img_size=int(d["img_size"]), mean=float(d["mean"]), std=float(d["std"]))
+
+    def coreml_scale_bias(self) -> tuple[float, float]:
+        """Core ML ImageType computes `scale * pixel + bias` on 0..255 pixels."""
+        return 1.0 / (255.0 * self.std), -self.mean / self.std
+
+    def resize_uint8(self, images: np.ndarray) -> np.ndarray:
+        """(N, h, w) uint8 -> (N, S, S) uint8, a no-op when already at size."""
+        images = np.asarray(images)
+        if images.ndim != 3:
+            raise ValueError(f"expected (N, H, W) grayscale images, got shape {images.shape}")
+        s = self.img_size
+        if images.shape[1:] == (s, s):
+            return images
+        from PIL import Image
+
+        return np.stack([np.asarray(Image.fromarray(im).resize((s, s), Image.BILINEAR, reducing_gap=None)) for im in images])
+
+    def normalise(self, images_uint8: np.ndarray) -> np.ndarray:
+        """(N, H, W) uint8 at the model size -> (N, 1, H, W) float32, normalised."""
+        x = images_uint8.astype(np.float32) / 255.0
+        return ((x - self.mean) / self.std)[:, None, :, :].astype(np.float32)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """(N, h, w) uint8 at any size -> model-ready (N, 1, S, S) float32."""
+        return self.normalise(self.resize_uint8(images))
+
+    def from_pil(self, image) -> np.ndarray:
+        """A PIL image of any mode -> (1, S, S) float32 (one face crop)."""
+        gray = to_gray_uint8(image)
+        return self(gray[None])[0]
+
+
+def to_gray_uint8(image) -> np.ndarray:
+    """Any PIL image (RGB, RGBA, P, I;16, F ...) -> (H, W) uint8 luminance.
+
+    16-bit and float images are rescaled by their own range rather than clipped, so a
+    16-bit PNG of a face does not turn into a white square.
+    """
+    from PIL import Image
+
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        return arr.round().astype(np.uint8)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # composite on white: transparent pixels would otherwise become black
+        rgba = image.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(bg, rgba)
+    return np.asarray(image.convert("L"), dtype=np.uint8)

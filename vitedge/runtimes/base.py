@@ -1,0 +1,90 @@
+"""The one runtime interface, and the registry that `vitedge.runtimes.load` chooses from.
+
+A backend is one small class in one `*_rt.py` file in this package, decorated with
+`@register`: nothing else needs to change to add one. Heavy libraries (onnxruntime,
+tensorrt, coremltools, executorch) are imported inside the class, never at module level,
+so listing the backends costs nothing and a missing library shows up as a clear
+`RuntimeUnavailable` rather than an ImportError.
+"""
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from vitedge.export.common import ArtefactError, RuntimeUnavailable
+from vitedge.preprocess import Preprocess
+
+REGISTRY: dict[str, type["Runtime"]] = {}
+
+
+def register(cls: type["Runtime"]) -> type["Runtime"]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+class Runtime:
+    """A loaded model that maps preprocessed faces (N, 1, H, W) float32 to logits (N, C) float32."""
+
+    name: ClassVar[str]
+    formats: ClassVar[tuple[str, ...]]  # the artefact formats (meta["format"]) this backend runs
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    # larger runs first in `auto`; roughly "how fast on the hardware it needs"
+    priority: ClassVar[int] = 0
+
+    @classmethod
+    def check(cls, device: str = "cpu") -> None:
+        """Raise RuntimeUnavailable when this backend cannot run on this host / device."""
+        if device not in cls.devices:
+            raise RuntimeUnavailable(cls.name, f"device '{device}' is not supported (supported: {', '.join(cls.devices)})")
+
+    @classmethod
+    def version(cls) -> str:
+        return ""
+
+    def __init__(self, path: Path, meta: dict[str, Any], device: str = "cpu", threads: int | None = None):
+        if meta["format"] not in self.formats:
+            raise ArtefactError(f"{path} is a {meta['format']} artefact; the {self.name} runtime runs "
+                                f"{', '.join(self.formats)} (use --runtime auto, or the matching runtime)")
+        self.check(device)
+        self.path, self.meta, self.device, self.threads = Path(path), meta, device, threads
+        self.preprocess = Preprocess.from_dict(meta["preprocess"])
+        self.classes: list[str] = list(meta["classes"])
+        shape = meta["input"]["shape"]
+        self.input_shape = tuple(int(s) for s in shape[1:])
+        self.max_batch: int | None = meta["input"].get("max_batch")
+
+    # ------------------------------------------------------------------ the interface
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) float32 -> (N, num_classes) float32 logits. Batches above the artefact's
+        maximum are split, so callers never need to know it."""
+        if hasattr(x, "detach"):  # a torch tensor
+            x = x.detach().cpu().numpy()
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"{self.name}.predict expects a numpy array, got {type(x).__name__}")
+        if x.dtype != np.float32:
+            raise TypeError(f"{self.name}.predict expects float32 input, got {x.dtype} (use runtime.preprocess)")
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape or x.shape[0] == 0:
+            raise ValueError(f"{self.name}.predict expects input of shape (N>=1, {', '.join(map(str, self.input_shape))}), "
+                             f"got {tuple(x.shape)}")
+        x = np.ascontiguousarray(x)
+        step = self.max_batch or len(x)
+        out = [self._predict(x[i:i + step]) for i in range(0, len(x), step)]
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def info(self) -> dict[str, Any]:
+        return {"runtime": self.name, "version": self.version(), "device": self.device,
+                "format": self.meta["format"], "precision": self.meta["precision"], "threads": self.threads,
+                "path": str(self.path), "model_name": self.meta.get("model_name")}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.meta['format']}-{self.meta['precision']} {self.path} on {self.device}>"
+
+
+def is_macos() -> bool:
+    return platform.system() == "Darwin"

@@ -1,0 +1,52 @@
+"""PyTorch: a vitedge checkpoint (.pt), or a torch.export program (.pt2, e.g. the quantiser's int8)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from vitedge.runtimes.base import Runtime, register
+
+
+@register
+class TorchRuntime(Runtime):
+    name = "torch"
+    formats = ("checkpoint", "torch")
+    devices = ("cpu", "cuda")
+    priority = 10
+
+    @classmethod
+    def check(cls, device: str = "cpu") -> None:
+        super().check(device)
+        import torch
+
+        if device == "cuda" and not torch.cuda.is_available():
+            from vitedge.runtimes.base import RuntimeUnavailable
+
+            raise RuntimeUnavailable(cls.name, "no CUDA GPU is visible to PyTorch",
+                                     "use --device cpu, or install a CUDA build of torch on a GPU host")
+
+    @classmethod
+    def version(cls) -> str:
+        import torch
+
+        return torch.__version__
+
+    def __init__(self, path, meta: dict[str, Any], device: str = "cpu", threads: int | None = None):
+        super().__init__(path, meta, device, threads)
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)  # process-wide: torch has no per-model thread pool
+        if meta["format"] == "checkpoint":
+            from vitedge.checkpoints import load_model
+
+            self.module = load_model(self.path)[0].to(device)
+        else:  # a saved torch.export program
+            self.module = torch.export.load(str(self.path / meta["file"])).module().to(device)
+
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.module(torch.from_numpy(x).to(self.device)).float().cpu().numpy()

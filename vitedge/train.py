@@ -1,0 +1,345 @@
+"""The one supervised training engine: fine-tuning, supervised pretraining and distillation use it.
+
+nanoGPT-style: a plain loop, no framework. AdamW, linear warm-up then cosine decay (computed
+per step, so there is no scheduler object to checkpoint), label smoothing and class-balanced
+loss weights, gradient clipping, bf16 autocast on CUDA, the best model chosen on the validation
+split, a JSON-lines metrics log, and a resumable checkpoint written atomically after every epoch.
+
+Resume is exact: every epoch reseeds the RNGs from (seed, epoch), so an interrupted run that
+resumes from its last checkpoint ends with the same weights as one that never stopped.
+
+Runs single-process, or under `torchrun --nproc_per_node N` (DDP; NCCL on CUDA, gloo on CPU).
+
+    python -m vitedge.train --data results/default/data --preset vit-tiny-48 \
+        --init models/teacher-pretrain.pt --out models/teacher.pt --epochs 30 [--resume]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm.auto import tqdm
+
+from vitedge import checkpoints
+from vitedge.data import CLASSES, Split
+from vitedge.data.datasets import FaceDataset, class_weights
+from vitedge.io import load_torch, save_torch
+from vitedge.metrics import classification_metrics
+from vitedge.model import VisionTransformer
+from vitedge.preprocess import Preprocess
+
+log = logging.getLogger("vitedge.train")
+
+STATE_FORMAT = "vitedge-train-state/1"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3  # peak learning rate for a batch of 256; scaled linearly with the global batch
+    min_lr_ratio: float = 0.01
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    grad_clip: float = 1.0
+    class_balance: str = "sqrt"  # none | sqrt | inverse
+    augment: str = "strong"  # none | light | strong
+    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
+    num_workers: int = 0
+    seed: int = 0
+    max_steps_per_epoch: int = 0  # 0 = the whole epoch; >0 caps it (smoke runs, tests)
+    eval_batch_size: int = 512
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "TrainConfig":
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# --------------------------------------------------------------------------- distributed
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str = "auto") -> Dist:
+    """Read torchrun's environment; start a process group when there is more than one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    dev = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return Dist(rank, world, local_rank, dev)
+
+
+def _barrier(d: Dist) -> None:
+    if d.world > 1:
+        dist.barrier()
+
+
+# --------------------------------------------------------------------------- losses
+class SupervisedLoss(nn.Module):
+    """Cross-entropy with label smoothing and class weights. A distilled model trained without a
+    teacher gets the same loss on both heads (the "no teacher" baseline for distillation)."""
+
+    def __init__(self, weights: torch.Tensor | None = None, label_smoothing: float = 0.0):
+        super().__init__()
+        self.register_buffer("weights", weights if weights is not None else None, persistent=False)
+        self.label_smoothing = label_smoothing
+
+    def forward(self, images: torch.Tensor, outputs: Any, labels: torch.Tensor) -> torch.Tensor:
+        if isinstance(outputs, tuple):
+            return sum(self._ce(o, labels) for o in outputs) / len(outputs)
+        return self._ce(outputs, labels)
+
+    def _ce(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), labels, weight=self.weights, label_smoothing=self.label_smoothing)
+
+
+Criterion = Callable[[torch.Tensor, Any, torch.Tensor], torch.Tensor]
+
+
+# --------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 512,
+                   device: torch.device | str = "cpu") -> np.ndarray:
+    """Eval-mode logits for preprocessed (N, 1, S, S) inputs, in batches."""
+    was_training = model.training
+    model.eval()
+    x = torch.as_tensor(x)
+    out = [model(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, model.cfg.num_classes), np.float32)
+
+
+def evaluate(model: nn.Module, split: Split, pre: Preprocess, batch_size: int = 512,
+             device: torch.device | str = "cpu", classes: list[str] | tuple[str, ...] = CLASSES) -> dict:
+    logits = predict_logits(model, pre(split.images), batch_size, device)
+    return classification_metrics(logits, split.labels, classes)
+
+
+# --------------------------------------------------------------------------- schedule
+def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float, min_ratio: float) -> float:
+    """Linear warm-up to `peak`, then cosine decay to `peak * min_ratio`."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases, norms, tokens and position embeddings (as in timm/DeiT)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(("cls_token", "dist_token", "pos_embed", "mask_token"))
+         else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+
+# --------------------------------------------------------------------------- the loop
+def fit(model: VisionTransformer, train: Split, val: Split, pre: Preprocess, cfg: TrainConfig, work_dir: str | Path,
+        criterion: nn.Module | None = None, resume: bool = False, stage: str = "finetune",
+        meta: dict | None = None, dist_env: Dist | None = None,
+        classes: list[str] | tuple[str, ...] = CLASSES) -> dict:
+    """Supervised training of `model` on `train`, keeping the best on `val` top-1.
+
+    `criterion(images, outputs, labels)` defaults to class-weighted, label-smoothed cross-entropy;
+    distillation passes its own. Returns the summary of the best epoch (see `run_loop`).
+    """
+    if criterion is None:
+        criterion = SupervisedLoss(class_weights(train.labels, model.cfg.num_classes, cfg.class_balance),
+                                   cfg.label_smoothing)
+
+    def step_loss(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with _autocast(cfg, images.device):
+            outputs = net(images)
+        return criterion(images, outputs, labels)
+
+    def validate(device: torch.device) -> dict:
+        m = evaluate(model, val, pre, cfg.eval_batch_size, device, classes)
+        return {"score": m["top1"], "val_top1": m["top1"], "val_macro_f1": m["macro_f1"]}
+
+    def save_best(path: Path, best: dict) -> None:
+        checkpoints.save_model(path, model, pre, list(classes),
+                               {**(meta or {}), "stage": stage, "best": best, "train_config": asdict(cfg)})
+
+    return run_loop(model, FaceDataset(train, pre, cfg.augment), cfg, work_dir, step_loss, validate, save_best,
+                    criterion=criterion, resume=resume, stage=stage, dist_env=dist_env)
+
+
+def run_loop(module: nn.Module, dataset: torch.utils.data.Dataset, cfg: TrainConfig, work_dir: str | Path,
+             step_loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
+             validate: Callable[[torch.device], dict], save_best: Callable[[Path, dict], None],
+             criterion: nn.Module | None = None, resume: bool = False, stage: str = "train",
+             dist_env: Dist | None = None) -> dict:
+    """The training loop every stage shares. Optimises `module`'s parameters with
+    `step_loss(net, images, labels)`, calls `validate(device)` (-> dict with a "score", higher is
+    better) after every epoch and `save_best(path, best)` when the score improves. Writes in `work_dir`:
+
+    - `state.pt`: everything needed to resume (weights, optimiser, epoch, best so far, history)
+    - `best.pt`: the best model so far, as written by `save_best`
+    - `metrics.jsonl`: one line per epoch
+    """
+    d = dist_env or setup_distributed()
+    work_dir = Path(work_dir)
+    state_path, best_path, log_path = work_dir / "state.pt", work_dir / "best.pt", work_dir / "metrics.jsonl"
+    if d.main:
+        work_dir.mkdir(parents=True, exist_ok=True)
+
+    module.to(d.device)
+    if criterion is not None:
+        criterion.to(d.device)
+    net: nn.Module = module
+    if d.world > 1:
+        net = nn.parallel.DistributedDataParallel(module, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
+
+    sampler = DistributedSampler(dataset, d.world, d.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    per_rank_batch = max(1, cfg.batch_size // d.world)
+    loader = DataLoader(dataset, batch_size=per_rank_batch, sampler=sampler, num_workers=cfg.num_workers,
+                        drop_last=True, pin_memory=d.device.type == "cuda", persistent_workers=cfg.num_workers > 0)
+    steps_per_epoch = len(loader) if cfg.max_steps_per_epoch <= 0 else min(len(loader), cfg.max_steps_per_epoch)
+    if steps_per_epoch == 0:
+        raise ValueError(f"training set of {len(dataset)} images is smaller than one batch of {per_rank_batch}")
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
+    peak_lr = cfg.lr * per_rank_batch * d.world / 256
+    optimizer = torch.optim.AdamW(param_groups(module, cfg.weight_decay), lr=peak_lr, betas=(0.9, 0.999))
+
+    # what must match for a saved state to be resumed: the stage, the model and the options
+    # (the epoch count may grow, to extend a finished run)
+    fingerprint = json.dumps({"stage": stage, "model": getattr(module, "cfg", None) and module.cfg.as_dict(),
+                              "params": sum(p.numel() for p in module.parameters()),
+                              "cfg": {k: v for k, v in asdict(cfg).items() if k not in ("epochs", "num_workers")}},
+                             sort_keys=True, default=str)
+    start_epoch, best, history = 0, {"score": -math.inf, "epoch": -1}, []
+    state = load_torch(state_path) if resume and state_path.is_file() else None
+    if state is not None and (state.get("format") != STATE_FORMAT or state.get("fingerprint") != fingerprint):
+        if d.main:
+            log.warning("%s was saved by another version, model or set of options: starting %s afresh",
+                        state_path, stage)
+        state = None
+    if state is not None:
+        module.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, best, history = state["epoch"], state["best"], state["history"]
+        if d.main:
+            log.info("resuming %s after epoch %d (best score %.4f at epoch %d)", stage, start_epoch,
+                     best["score"], best["epoch"])
+    elif d.main and log_path.exists():
+        log_path.unlink()  # a fresh run starts a fresh log
+
+    for epoch in range(start_epoch, cfg.epochs):
+        torch.manual_seed(cfg.seed * 100_003 + epoch)  # same augmentation/dropout/mask draws on resume
+        sampler.set_epoch(epoch)
+        net.train()
+        t0, seen, loss_sum, lr = time.perf_counter(), 0, 0.0, peak_lr
+        bar = tqdm(total=steps_per_epoch, desc=f"{stage} {epoch + 1}/{cfg.epochs}", disable=not d.main,
+                   leave=False, mininterval=1.0, dynamic_ncols=True)
+        for i, (images, labels) in enumerate(loader):
+            if i >= steps_per_epoch:
+                break
+            lr = lr_at(epoch * steps_per_epoch + i, total_steps, warmup_steps, peak_lr, cfg.min_lr_ratio)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            images, labels = images.to(d.device, non_blocking=True), labels.to(d.device, non_blocking=True)
+            loss = step_loss(net, images, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+            optimizer.step()
+            loss_sum += loss.item() * len(labels)
+            seen += len(labels)
+            bar.update()
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{lr:.2e}", refresh=False)
+        bar.close()
+        elapsed = time.perf_counter() - t0
+
+        scores = validate(d.device)
+        record = {"stage": stage, "epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "lr": lr,
+                  **{k: v for k, v in scores.items() if k != "score"}, "epoch_s": round(elapsed, 2),
+                  "img_per_s": round(seen * d.world / elapsed, 1)}
+        history.append(record)
+        improved = scores["score"] > best["score"]
+        if improved:
+            best = {**scores, "epoch": epoch + 1}
+        if d.main:
+            if improved:
+                save_best(best_path, best)
+            save_torch({"format": STATE_FORMAT, "fingerprint": fingerprint, "epoch": epoch + 1, "model": module.state_dict(),
+                        "optimizer": optimizer.state_dict(), "best": best, "history": history}, state_path)
+            with open(log_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+            shown = " ".join(f"{k} {v:.4f}" for k, v in scores.items() if k != "score")
+            tqdm.write(f"{stage} epoch {epoch + 1}/{cfg.epochs}: loss {record['train_loss']:.4f} {shown} "
+                       f"({record['img_per_s']:.0f} img/s){' *' if improved else ''}")
+        _barrier(d)
+    return {"best": best, "history": history, "best_path": str(best_path)}
+
+
+# --------------------------------------------------------------------------- CLI
+def build_model(args_preset: str, overrides: dict | None, init: str | None) -> VisionTransformer:
+    from vitedge.model import create_model
+
+    model = create_model(args_preset, **(overrides or {}))
+    if init:
+        checkpoints.import_pretrained(init, model)
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vitedge.cli import add_common_args, finish_stage, load_stage_data, resolve, run_cli
+
+    p = argparse.ArgumentParser(prog="python -m vitedge.train", description="Supervised fine-tuning on FER.")
+    add_common_args(p)
+    p.add_argument("--init", help="checkpoint to start from (vitedge, torchvision or timm weights)")
+    args = resolve(p.parse_args(argv), TrainConfig)
+
+    def run() -> None:
+        d = setup_distributed(args.device)
+        cfg, model_spec = args.stage_config, args.model_spec
+        splits, pre = load_stage_data(args.data, model_spec)
+        model = build_model(model_spec["preset"], model_spec.get("overrides"), args.init)
+        result = fit(model, splits["train"], splits["val"], pre, cfg, args.work_dir, resume=args.resume,
+                     stage=args.stage, meta={"init": args.init, "data": str(args.data)}, dist_env=d)
+        if d.main:
+            finish_stage(args, result, splits, pre, d)
+
+    return run_cli(run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

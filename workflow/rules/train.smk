@@ -1,0 +1,53 @@
+rule data:
+    output:
+        manifest=out("data/manifest.json"),
+        splits=multiext(out("data/"), "train.npz", "val.npz", "test.npz"),
+    params:
+        source=config["data"]["source"],
+        per_class=config["data"].get("per_class", 300),
+        seed=config["data"].get("seed", 0),
+    log:
+        out("logs/data.log"),
+    shell:
+        "python -m vitedge.data --source {params.source:q} --per-class {params.per_class} --seed {params.seed} "
+        "--out {OUT}/data > {log} 2>&1"
+
+
+rule pretrain:
+    input:
+        rules.data.output.manifest,
+    output:
+        out("models/teacher-pretrain.pt"),
+    params:
+        cmd=launcher("vitedge.pretrain"),
+        model=model_json("teacher"),
+        train=as_json(config["pretrain"]),
+        device=config["compute"]["device"],
+    threads: workflow.cores
+    log:
+        out("logs/pretrain.log"),
+    shell:
+        "{params.cmd} --data {OUT}/data --out {output} --model-json {params.model} --train-json {params.train} "
+        "--device {params.device} --resume > {log} 2>&1"
+
+
+rule finetune:
+    input:
+        data=rules.data.output.manifest,
+        init=rules.pretrain.output,
+    output:
+        out("models/teacher.pt"),
+    params:
+        cmd=launcher("vitedge.train"),
+        model=model_json("teacher"),
+        train=as_json(config["finetune"]),
+        device=config["compute"]["device"],
+    threads: workflow.cores
+    log:
+        out("logs/finetune.log"),
+    shell:
+        "{params.cmd} --data {OUT}/data --init {input.init} --out {output} --model-json {params.model} "
+        "--train-json {params.train} --device {params.device} --stage finetune --resume > {log} 2>&1"
+
+
+ALL_TARGETS.append(out("models/teacher.pt"))
