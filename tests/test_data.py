@@ -214,6 +214,12 @@ def test_missing_train_split_is_an_error(tmp_path):
         load_fer2013(root, progress=False)
 
 
+def test_folder_holding_only_the_zip_points_at_it(kaggle_dir, tmp_path):
+    zip_folder(kaggle_dir, tmp_path / "fer2013.zip")
+    with pytest.raises(DatasetError, match="did you mean .*fer2013.zip"):
+        load_fer2013(tmp_path, progress=False)
+
+
 def test_unknown_class_folder_is_an_error(tmp_path):
     root = make_plain_folder(tmp_path / "plain", n_train=2, n_test=0)
     write(root / "train" / "contempt" / "img0.jpg", jpeg_bytes(50))

@@ -6,10 +6,11 @@ The protocol (what `measure` does with any zero-argument callable):
    First calls pay for lazy initialisation, allocator growth, kernel selection, JIT /
    torch.compile and TensorRT autotuning; counting them would inflate the tail.
 2. Timed calls, each timed on its own, until `max_iters` calls, or `max_seconds` have passed
-   and at least `min_iters` calls were made. Count bounds keep fast models from running
-   forever; the time bound keeps slow ones from blowing the job's budget, while `min_iters`
-   keeps enough samples for the percentiles to mean something (`n` is always reported:
-   a p99 over 50 samples is the second-largest value, read it as such).
+   and at least `min_iters` calls were made, or `time_cap` seconds have passed whatever the
+   count. Count bounds keep fast models from running forever; the time bound keeps slow ones
+   from blowing the job's budget, while `min_iters` keeps enough samples for the percentiles
+   to mean something. `n` and the reason for stopping are always reported: a p99 over 50
+   samples is the second-largest value, and a "time_cap" stop means fewer than asked for.
 3. Summary in milliseconds: p50 / p90 / p99, mean, std, min, max, `n`, and why it stopped.
 
 On CUDA each call is bracketed by CUDA events on the current stream and synchronised
@@ -44,6 +45,7 @@ class BenchConfig:
     min_iters: int = 50  # timed calls always made (unless max_iters is lower)
     max_iters: int = 1000  # timed calls never exceeded
     max_seconds: float = 2.0  # stop after this long once min_iters are done
+    time_cap: float = 20.0  # stop after this long even short of min_iters (a very slow model or host)
     batch_sizes: tuple[int, ...] = (8, 64)  # throughput batches (latency is always batch 1)
     # throughput batches are slower per call and their mean is what matters: a smaller budget
     throughput_min_iters: int = 5
@@ -58,8 +60,9 @@ class BenchConfig:
         if "batch_sizes" in d:
             d["batch_sizes"] = tuple(int(b) for b in d["batch_sizes"])
         cfg = cls(**d)
-        if cfg.min_iters < 1 or cfg.max_iters < cfg.min_iters or cfg.warmup < 0:
-            raise ValueError(f"bench needs 1 <= min_iters <= max_iters and warmup >= 0, got {cfg}")
+        if cfg.min_iters < 1 or cfg.max_iters < cfg.min_iters or cfg.warmup < 0 or cfg.time_cap < cfg.max_seconds:
+            raise ValueError("bench needs 1 <= min_iters <= max_iters, warmup >= 0, time_cap >= max_seconds; "
+                             f"got {cfg}")
         return cfg
 
     def merged(self, overrides: dict[str, Any] | None) -> "BenchConfig":
@@ -78,7 +81,7 @@ class Timing:
 
     samples: np.ndarray
     warmup_calls: int
-    stopped_by: str  # "max_iters" | "max_seconds"
+    stopped_by: str  # "max_iters" | "max_seconds" | "time_cap"
     wall_seconds: float = 0.0  # whole loop including warm-up and timer overhead
 
     @property
@@ -131,8 +134,8 @@ def cuda_event_timer() -> Timer:
 
 
 def measure(fn: Callable[[], Any], *, warmup: int = 10, warmup_seconds: float = 0.0, min_iters: int = 50,
-            max_iters: int = 1000, max_seconds: float = 2.0, timer: Timer | None = None,
-            clock: Clock = time.perf_counter) -> Timing:
+            max_iters: int = 1000, max_seconds: float = 2.0, time_cap: float = float("inf"),
+            timer: Timer | None = None, clock: Clock = time.perf_counter) -> Timing:
     """Time `fn()` with the protocol in the module docstring.
 
     `clock` drives the budgets (and the default timer); `timer` times single calls and may be
@@ -151,8 +154,12 @@ def measure(fn: Callable[[], Any], *, warmup: int = 10, warmup_seconds: float = 
     t_start = clock()
     stopped_by = "max_iters"
     while len(samples) < max_iters:
-        if len(samples) >= min_iters and clock() - t_start >= max_seconds:
+        elapsed = clock() - t_start
+        if len(samples) >= min_iters and elapsed >= max_seconds:
             stopped_by = "max_seconds"
+            break
+        if samples and elapsed >= time_cap:
+            stopped_by = "time_cap"
             break
         samples.append(timer(fn))
     return Timing(np.asarray(samples, dtype=np.float64), done, stopped_by, clock() - t_begin)
@@ -175,13 +182,14 @@ def benchmark(predict: Callable[[np.ndarray], Any], x: np.ndarray, cfg: BenchCon
     x1 = batch_of(x, 1)
     lat = measure(lambda: predict(x1), warmup=cfg.warmup, warmup_seconds=cfg.warmup_seconds,
                   min_iters=cfg.min_iters, max_iters=cfg.max_iters, max_seconds=cfg.max_seconds,
-                  timer=timer, clock=clock)
+                  time_cap=cfg.time_cap, timer=timer, clock=clock)
     throughput = []
+    cap = max(cfg.throughput_max_seconds, cfg.time_cap / 2)
     for b in cfg.batch_sizes:
         xb = batch_of(x, b)
         t = measure(lambda: predict(xb), warmup=max(1, cfg.warmup // 5), warmup_seconds=0.0,
                     min_iters=cfg.throughput_min_iters, max_iters=cfg.max_iters,
-                    max_seconds=cfg.throughput_max_seconds, timer=timer, clock=clock)
+                    max_seconds=cfg.throughput_max_seconds, time_cap=cap, timer=timer, clock=clock)
         throughput.append({"batch": b, "images_per_s": b / t.p50, "latency_ms": t.summary_ms()})
     return {"latency_ms": lat.summary_ms(), "throughput": throughput, "protocol": cfg.as_dict()}
 

@@ -148,6 +148,10 @@ def _load_zip(path: Path, val_fraction: float, seed: int, progress: bool) -> tup
 
 def _load_folder(path: Path, val_fraction: float, seed: int, progress: bool) -> tuple[dict[str, Split], dict]:
     names = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+    archives = [n for n in names if "/" not in n and n.lower().endswith((".zip", ".csv"))]
+    if archives and not any(_is_image(tuple(n.split("/"))) for n in names):
+        # e.g. the datasets folder that holds fer2013.zip was given instead of the zip
+        raise DatasetError(f"{path}: no images in this folder; did you mean {path / archives[0]}?")
 
     def read(name: str) -> bytes:
         file = path / name
@@ -215,7 +219,7 @@ def _load_layout(
     if len(unassigned):
         origin = entries[unassigned[0]].origin
         if len(by_split["val"]):
-            # a val/ folder exists, so test/ needs no halving
+            # val already has its own images (a val/ folder or PublicTest_ files): no halving
             by_split["test"] = np.concatenate([by_split["test"], unassigned])
             method["test"] = " + ".join(filter(None, [method["test"], origin]))
         else:

@@ -40,6 +40,8 @@ def export_artefact(checkpoint: str | Path, root: str | Path, model_name: str, f
                     verify: bool = True, **opts: Any) -> dict[str, Any]:
     """Export `checkpoint` as `<root>/<model_name>/<fmt>-<precision>/`; returns its meta.json dict."""
     art = artefact_dir(root, model_name, fmt, precision)  # validates fmt and precision
+    if fmt not in BUILDERS:
+        raise ValueError(f"{fmt} artefacts are not exported from a checkpoint here (the quantiser writes them)")
     model, info = load_source(checkpoint)
     art.mkdir(parents=True, exist_ok=True)
     # an old meta.json must not vouch for a half-replaced artefact
@@ -75,8 +77,8 @@ def verify_artefact(art_dir: str | Path, model: Any, meta: dict[str, Any] | None
 
     meta = meta or read_meta(art_dir)
     checks: dict[str, Any] = {}
-    module = importlib.import_module(BUILDERS[meta["format"]])
-    if hasattr(module, "verify"):
+    module = importlib.import_module(BUILDERS[meta["format"]]) if meta["format"] in BUILDERS else None
+    if module is not None and hasattr(module, "verify"):
         checks.update(module.verify(Path(art_dir), meta, model))
     try:
         rt = runtimes.load(art_dir, runtime="auto", device="cpu")
@@ -85,7 +87,10 @@ def verify_artefact(art_dir: str | Path, model: Any, meta: dict[str, Any] | None
         return checks
     x = example_input(model, batch, seed)
     with torch.no_grad():
-        ref = model(x).numpy()
+        ref = model(x)
+        if meta.get("logits_normalised"):  # e.g. Core ML returns log-probabilities (same softmax)
+            ref = torch.log_softmax(ref, dim=-1)
+        ref = ref.numpy()
     parity = parity_metrics(rt.predict(x.numpy()), ref)
     parity.update(runtime=rt.name, batch=batch)
     checks["parity"] = parity

@@ -5,6 +5,7 @@ Artefact layout (one directory per deployable model, self-describing):
 
     <root>/<model_name>/<format>-<precision>/
         <model file or dir>     model.onnx | model.ort | model.pte | model.mlpackage/ | model-<key>.engine
+                                | model.pt2 (format "torch": a torch.export program, e.g. the quantiser's int8)
         meta.json               written LAST: its presence means the artefact is complete
 
 `meta.json` carries everything a runtime needs to use the model without the checkpoint:
@@ -21,7 +22,7 @@ import torch
 
 from vitedge.io import file_size, read_json, write_json
 
-FORMATS = ("onnx", "ort", "executorch", "coreml", "tensorrt")
+FORMATS = ("onnx", "ort", "executorch", "coreml", "tensorrt", "torch")  # torch: a saved torch.export .pt2 program
 PRECISIONS = ("fp32", "fp16", "int8")
 META = "meta.json"
 META_VERSION = "vitedge-artefact/1"
@@ -102,6 +103,7 @@ def write_meta(art_dir: str | Path, fmt: str, precision: str, file_name: str, in
     if not model_file.exists():
         raise ArtefactError(f"cannot write {art_dir / META}: the model file {model_file} does not exist")
     cfg = info["config"]
+    max_batch = extra.pop("max_batch", None)  # a fixed or bounded batch (ExecuTorch, TensorRT profile)
     meta = {
         "schema": META_VERSION,
         "format": fmt,
@@ -114,7 +116,7 @@ def write_meta(art_dir: str | Path, fmt: str, precision: str, file_name: str, in
         "preprocess": info["preprocess"],
         "classes": list(info["classes"]),
         "input": {"name": INPUT_NAME, "shape": [-1, cfg["in_chans"], cfg["img_size"], cfg["img_size"]],
-                  "dtype": "float32"},
+                  "dtype": "float32", "max_batch": max_batch},
         "output": {"name": OUTPUT_NAME, "shape": [-1, cfg["num_classes"]]},
         "size_bytes": file_size(model_file),
         "export_seconds": round(float(export_seconds), 3),
@@ -169,6 +171,32 @@ def read_meta(art_dir: str | Path) -> dict[str, Any]:
 def model_path(art_dir: str | Path, meta: dict[str, Any] | None = None) -> Path:
     art_dir = find_artefact(art_dir)
     return art_dir / (meta or read_meta(art_dir))["file"]
+
+
+FER_LICENSE = ("trained on FER-2013: research use only (the dataset's images come from the web "
+               "with no redistribution or commercial licence)")
+
+
+def training_data(info: dict[str, Any]) -> dict[str, str]:
+    """What the checkpoint was trained on, and the licence that implies for the artefacts.
+
+    Read from the data manifest the training stage recorded (`meta.data` = the data folder).
+    Unknown data is flagged rather than guessed; anything that is not the synthetic set is FER-2013.
+    """
+    from vitedge.io import read_json
+
+    meta = info.get("meta") or {}
+    kind = meta.get("data_kind")
+    if kind is None and meta.get("data"):
+        try:
+            kind = read_json(Path(meta["data"]) / "manifest.json")["source"]["kind"]
+        except (OSError, ValueError, KeyError, TypeError):
+            kind = None
+    if kind is None:
+        return {"kind": "unknown", "license": "training data unknown: check its licence before distributing"}
+    if kind == "synthetic":
+        return {"kind": kind, "license": "trained on vitedge's synthetic faces: Apache-2.0"}
+    return {"kind": f"fer2013 ({kind})", "license": FER_LICENSE}
 
 
 class Timer:

@@ -44,6 +44,8 @@ def export_onnx(model: torch.nn.Module | torch.export.ExportedProgram, path: str
         onnx_program = torch.onnx.export(program, (example_input(info["config"]),), dynamo=True, opset_version=opset,
                                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], optimize=True,
                                          verbose=False)
+        if onnx_program is None:  # only when given a path to write to, which we never do
+            raise RuntimeError("torch.onnx.export returned no program")
         proto = onnx_program.model_proto  # in memory: nothing written beside the target
         _name_batch_dim(proto)
         if fp16:
@@ -69,8 +71,13 @@ def _name_batch_dim(proto) -> None:
 def _to_fp16(proto):
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
     # keep_io_types: callers feed and read float32, whatever the precision inside
-    return convert_float_to_float16(proto, keep_io_types=True, disable_shape_infer=False)
+    proto = convert_float_to_float16(proto, keep_io_types=True)
+    fixed = OnnxModel(proto)
+    fixed.topological_sort()  # the converter appends its input casts at the end of the node list
+    return fixed.model
 
 
 def _set_metadata(proto, info: dict[str, Any], fp16: bool) -> None:

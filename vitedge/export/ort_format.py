@@ -31,9 +31,10 @@ def convert_to_ort(onnx_path: str | Path, ort_path: str | Path, target_platform:
         shutil.copyfile(onnx_path, src)  # the converter converts every .onnx in a folder: give it only ours
         # the converter prints progress on stdout; keep CLI output (e.g. --json) clean
         with contextlib.redirect_stdout(io.StringIO()):
-            converted = convert_onnx_models_to_ort(src, output_dir=work_dir / "out",
-                                                   optimization_styles=[OptimizationStyle.Fixed],
-                                                   target_platform=target_platform)
+            convert_onnx_models_to_ort(src, output_dir=work_dir / "out",
+                                       optimization_styles=[OptimizationStyle.Fixed],
+                                       target_platform=target_platform)
+        converted = sorted((work_dir / "out").glob("*.ort"))
         if len(converted) != 1:
             raise RuntimeError(f"ORT conversion of {onnx_path} produced {len(converted)} models")
         ops = sorted((work_dir / "out").glob("*.config"))
@@ -45,7 +46,8 @@ def convert_to_ort(onnx_path: str | Path, ort_path: str | Path, target_platform:
     return ort_path
 
 
-def build(model, info: dict, art_dir: Path, precision: str, **opts) -> tuple[str, dict]:
+def build(model, info: dict, art_dir: Path, precision: str, target_platform: str = "arm",
+          **_: object) -> tuple[str, dict]:
     """The `ort-<precision>` artefact, converted from the sibling `onnx-<precision>` artefact when it
     exists and was exported from the same checkpoint (so .onnx and .ort are the same model);
     otherwise from a fresh fp32/fp16 ONNX export."""
@@ -62,14 +64,14 @@ def build(model, info: dict, art_dir: Path, precision: str, **opts) -> tuple[str
             raise ArtefactError(f"int8 ORT is converted from the quantiser's ONNX ({sibling}), which is not usable: "
                                 f"{exc}. Run `python -m vitedge.quantize` first") from exc
         onnx_meta = None
-    extras: dict = {"target_platform": "arm", "ops_config": OPS_CONFIG}
+    extras: dict = {"target_platform": target_platform, "ops_config": OPS_CONFIG}
     if onnx_meta is not None:
-        convert_to_ort(sibling / onnx_meta["file"], art_dir / "model.ort")
+        convert_to_ort(sibling / onnx_meta["file"], art_dir / "model.ort", target_platform)
         extras["source_onnx"] = str(sibling)
         if "quantization" in onnx_meta:
             extras["quantization"] = onnx_meta["quantization"]
     else:
         with tempfile.TemporaryDirectory() as work:
             onnx_path = export_onnx(model, Path(work) / "model.onnx", info, fp16=precision == "fp16")
-            convert_to_ort(onnx_path, art_dir / "model.ort")
+            convert_to_ort(onnx_path, art_dir / "model.ort", target_platform)
     return "model.ort", extras

@@ -106,7 +106,7 @@ def resolve(path: str | Path, runtime: str = "auto", device: str = "cpu") -> tup
     """Which backend class would `load` use for this path: (class, artefact path, meta). Raises the
     same errors `load` would."""
     runtime = ALIASES.get(runtime, runtime)
-    device = _resolve_device(device)
+    device = _resolve_device(device)  # "auto" here means "cuda if visible"; `load` adds the CPU fallback
     path = Path(path)
     if path.is_dir() and not (path / META).is_file() and any(path.glob(f"*/{META}")):
         return _best_in_folder(path, runtime, device)
@@ -162,8 +162,21 @@ def _best_in_folder(folder: Path, runtime: str, device: str) -> tuple[type[Runti
     raise ArtefactError(f"{folder} holds no usable artefact")
 
 
-def load(path: str | Path, runtime: str = "auto", device: str = "cpu", threads: int | None = None) -> Runtime:
-    """Load an artefact dir / model file / vitedge checkpoint / model folder with the given backend."""
-    device = _resolve_device(device)
+def load(path: str | Path, runtime: str = "auto", device: str = "cpu", threads: int | None = None,
+         **options: Any) -> Runtime:
+    """Load an artefact dir / model file / vitedge checkpoint / model folder with the given backend.
+
+    device: cpu | cuda | auto (the GPU when one is visible and the artefact's runtime can use it
+    here, else the CPU). options: backend-specific (torch: dtype="fp16"|"bf16", compile=True);
+    an option the chosen backend does not take is RuntimeUnavailable (that backend cannot do it).
+    """
+    if device == "auto":
+        if _resolve_device("auto") == "cuda":
+            try:
+                return load(path, runtime, "cuda", threads, **options)
+            except RuntimeUnavailable:
+                pass  # e.g. onnxruntime without the CUDA provider: the CPU still works
+        device = "cpu"
     cls, art, meta = resolve(path, runtime, device)
-    return cls(art, meta, device=device, threads=threads)
+    cls.check_options(options)
+    return cls(art, meta, device=device, threads=threads, **options)

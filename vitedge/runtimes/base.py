@@ -33,6 +33,8 @@ class Runtime:
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     # larger runs first in `auto`; roughly "how fast on the hardware it needs"
     priority: ClassVar[int] = 0
+    # backend-specific keyword options `load(..., **options)` accepts (e.g. torch's dtype, compile)
+    options: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def check(cls, device: str = "cpu") -> None:
@@ -43,6 +45,13 @@ class Runtime:
     @classmethod
     def version(cls) -> str:
         return ""
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        unknown = sorted(set(options) - set(cls.options))
+        if unknown:
+            raise RuntimeUnavailable(cls.name, f"option(s) {', '.join(unknown)} not supported"
+                                     + (f" (it takes {', '.join(cls.options)})" if cls.options else ""))
 
     def __init__(self, path: Path, meta: dict[str, Any], device: str = "cpu", threads: int | None = None):
         if meta["format"] not in self.formats:

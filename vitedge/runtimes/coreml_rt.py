@@ -53,6 +53,7 @@ class CoreMLRuntime(Runtime):
         out = []
         for face in x[:, 0]:
             pixels = np.clip(np.rint((face * pre.std + pre.mean) * 255.0), 0, 255).astype(np.uint8)
-            result = self.model.predict({self.input_name: Image.fromarray(pixels, mode="L")})
-            out.append(np.asarray(result[self.output_name], dtype=np.float32).reshape(-1))
+            probs = self.model.predict({self.input_name: Image.fromarray(pixels, mode="L")})[self.output_name]
+            # the classifier outputs {label: probability}; log-probabilities are logits with the same softmax
+            out.append(np.log(np.maximum([probs[c] for c in self.classes], 1e-30)).astype(np.float32))
         return np.stack(out)

@@ -35,8 +35,12 @@ class ExecuTorchRuntime(Runtime):
 
         program = ETRuntime.get().load_program(self.path / meta["file"])
         self.method = program.load_method("forward")
+        self.static_batch: int | None = meta.get("static_batch")
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
         import torch
 
-        return self.method.execute([torch.from_numpy(x)])[0].numpy()
+        n = len(x)
+        if self.static_batch and n < self.static_batch:  # a fixed-batch program: pad the last piece
+            x = np.concatenate([x, np.zeros((self.static_batch - n, *x.shape[1:]), x.dtype)])
+        return self.method.execute([torch.from_numpy(x)])[0].numpy()[:n]

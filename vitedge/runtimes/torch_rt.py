@@ -14,6 +14,8 @@ class TorchRuntime(Runtime):
     formats = ("checkpoint", "torch")
     devices = ("cpu", "cuda")
     priority = 10
+    options = ("dtype", "compile")
+    DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
     @classmethod
     def check(cls, device: str = "cpu") -> None:
@@ -32,21 +34,34 @@ class TorchRuntime(Runtime):
 
         return torch.__version__
 
-    def __init__(self, path, meta: dict[str, Any], device: str = "cpu", threads: int | None = None):
+    def __init__(self, path, meta: dict[str, Any], device: str = "cpu", threads: int | None = None,
+                 dtype: str = "fp32", compile: bool = False):
         super().__init__(path, meta, device, threads)
         import torch
 
+        if dtype not in self.DTYPES:
+            raise ValueError(f"torch runtime dtype must be one of {', '.join(self.DTYPES)}, got {dtype!r}")
+        self.dtype, self.compiled = getattr(torch, self.DTYPES[dtype]), bool(compile)
+
         if threads:
             torch.set_num_threads(threads)  # process-wide: torch has no per-model thread pool
+        self.module: Any
         if meta["format"] == "checkpoint":
             from vitedge.checkpoints import load_model
 
             self.module = load_model(self.path)[0].to(device)
         else:  # a saved torch.export program
             self.module = torch.export.load(str(self.path / meta["file"])).module().to(device)
+        if self.dtype != torch.float32:
+            self.module = self.module.to(self.dtype)  # weights and activations in half / bfloat16
+        if self.compiled:
+            self.module = torch.compile(self.module)
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
-            return self.module(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
+            return self.module(torch.from_numpy(x).to(self.device, self.dtype)).float().cpu().numpy()
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "dtype": str(self.dtype).removeprefix("torch."), "compile": self.compiled}

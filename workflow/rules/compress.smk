@@ -1,1 +1,67 @@
-# rules for the compress stage
+# Compression: DeiT distillation of the student from the fine-tuned teacher, then accuracy-gated int8.
+#
+#   models/student.pt + reports/distill.{md,json}   vitedge.distill (teacher vs student table)
+#   artefacts/<model>/<format>-int8/meta.json        vitedge.quantize, one job per model x format
+#
+# int8 formats: onnx (ORT dynamic/static, +fusion), torch (PT2E x86 .pt2), executorch (XNNPACK .pte),
+# coreml (int8 weights), tensorrt (Q/DQ ONNX; the engine is built only where TensorRT and a GPU are,
+# so it is not in the default `quantize.formats`). Each job fails only when no int8 variant, even
+# with the greedy float fallback, stays within `quantize.max_drop` points of fp32 on val.
+QUANTIZE = config.setdefault("quantize", {})
+QUANTIZE_FORMATS = ("onnx", "torch", "executorch", "coreml", "tensorrt")
+# workflow keys, not QuantizeConfig fields: per-format overrides are merged over the shared settings
+_QUANTIZE_LAYOUT = ("models", "formats", *QUANTIZE_FORMATS)
+
+
+def quantize_config(fmt):
+    shared = {k: v for k, v in QUANTIZE.items() if k not in _QUANTIZE_LAYOUT}
+    return as_json({**shared, **(QUANTIZE.get(fmt) or {})})
+
+
+rule distill:
+    input:
+        data=out("data/manifest.json"),
+        teacher=out("models/teacher.pt"),
+    output:
+        model=out("models/student.pt"),
+        report=out("reports/distill.md"),
+        table=out("reports/distill.json"),
+    params:
+        cmd=launcher("vitedge.distill"),
+        model=model_json("student"),
+        train=as_json(config["distill"]),
+        device=config["compute"]["device"],
+    threads: workflow.cores
+    log:
+        out("logs/distill.log"),
+    shell:
+        "{params.cmd} --data {OUT}/data --teacher {input.teacher} --out {output.model} --model-json {params.model} "
+        "--train-json {params.train} --device {params.device} --report {output.report} --resume > {log} 2>&1"
+
+
+rule quantize:
+    input:
+        ckpt=out("models/{model}.pt"),
+        data=out("data/manifest.json"),
+    output:
+        out("artefacts/{model}/{fmt}-int8/meta.json"),
+    wildcard_constraints:
+        model="teacher|student",
+        fmt="|".join(QUANTIZE_FORMATS),
+    params:
+        cfg=lambda w: quantize_config(w.fmt),
+    # the whole machine: every variant is timed against fp32, and a job beside it would skew that
+    threads: workflow.cores
+    log:
+        out("logs/quantize/{model}-{fmt}.log"),
+    shell:
+        "python -m vitedge.quantize --checkpoint {input.ckpt} --model-name {wildcards.model} --format {wildcards.fmt} "
+        "--data {OUT}/data --out {OUT}/artefacts --config-json {params.cfg} > {log} 2>&1"
+
+
+ALL_TARGETS.extend([out("models/student.pt"), out("reports/distill.md")])
+ALL_TARGETS.extend(
+    out(f"artefacts/{model}/{fmt}-int8/meta.json")
+    for model in QUANTIZE.get("models", ["student"])
+    for fmt in QUANTIZE.get("formats", ["onnx", "torch", "executorch", "coreml"])
+)

@@ -1,1 +1,134 @@
-# rules for the validate stage
+# Validation matrix and report: every artefact x deployment target -> one JSON -> report -> gate.
+#
+#   validation/<model>-<format>-<precision>@<target>.json   vitedge.validate, one job per pair
+#   report/index.html, report.md, metrics.{csv,json}, *.png  vitedge.report write
+#   report/gate.json                                        vitedge.report gate: fails the run, last
+#
+# Pairs come from config (the models, export.formats, quantize.formats) and the targets'
+# runtimes/<target>.yaml (a pair exists when some entry of the target runs that artefact). A
+# target this host cannot serve still gets its JSON, with "skipped: <reason>" rows, so `all`
+# never fails for missing hardware. Gates are recorded per job (--exit-zero) and enforced by the
+# `gate` rule after the report is written.
+import os
+import sys
+
+sys.path.insert(0, workflow.basedir)  # vitedge.targets: the same pair logic as the validator's
+from vitedge.targets import load_target, matrix
+
+VALIDATE = config.get("validate") or {}
+FORMATS_RE = "torch|onnx|ort|executorch|coreml|tensorrt"
+
+
+def target_file(name):
+    """A target name (runtimes/<name>.yaml beside the Snakefile) or a path to a target file."""
+    return name if name.endswith((".yaml", ".yml")) else os.path.join(workflow.basedir, "runtimes", f"{name}.yaml")
+
+
+TARGETS = {t.name: t for t in (load_target(target_file(n)) for n in VALIDATE.get("targets", ["cpu", "gpu", "mobile"]))}
+
+
+def _spec(item, precision):
+    """'onnx' | 'onnx-fp16' | {format: onnx, precision: fp16} -> (format, precision)."""
+    if isinstance(item, dict):
+        return item["format"], item.get("precision", precision)
+    fmt, _, prec = str(item).partition("-")
+    return fmt, prec or precision
+
+
+def workflow_artefacts():
+    """(model, format, precision) of everything the workflow builds: each model's fp32 checkpoint
+    (format "torch"), the exports and the int8 artefacts, from config (read defensively: other
+    stages own those keys)."""
+    export, quantize = config.get("export") or {}, config.get("quantize") or {}
+    models = list(config["models"])
+    out_ = [(m, "torch", "fp32") for m in models]
+    for m in export.get("models", ["student"]):
+        out_ += [(m, *_spec(f, "fp32")) for f in export.get("formats", [])]
+    # the same defaults as compress.smk's `all` targets
+    for m in quantize.get("models", ["student"]):
+        out_ += [(m, *_spec(f, "int8")) for f in quantize.get("formats", ["onnx", "torch", "executorch", "coreml"])]
+    return list(dict.fromkeys(out_))
+
+
+PAIRS = matrix(list(TARGETS.values()), workflow_artefacts())
+VALIDATIONS = [out(f"validation/{m}-{f}-{p}@{t}.json") for m, f, p, t in PAIRS]
+
+
+def artefact_path(model, fmt, prec):
+    """The file whose presence means the artefact is complete: the checkpoint, or meta.json (written last)."""
+    if fmt == "torch" and prec == "fp32":
+        return out(f"models/{model}.pt")
+    return out(f"artefacts/{model}/{fmt}-{prec}/meta.json")
+
+
+def artefact_input(w):
+    return artefact_path(w.model, w.fmt, w.prec)
+
+
+rule validate:
+    input:
+        artefact=artefact_input,
+        reference=out("models/{model}.pt"),
+        target=lambda w: TARGETS[w.target].path,
+        test=out("data/test.npz"),
+        manifest=out("data/manifest.json"),
+    output:
+        out("validation/{model}-{fmt}-{prec}@{target}.json"),
+    wildcard_constraints:
+        model="[A-Za-z0-9_]+",
+        fmt=FORMATS_RE,
+        prec="fp32|fp16|int8",
+        target="[A-Za-z0-9_]+",
+    params:
+        gates=as_json(VALIDATE.get("gates", {})),
+        bench=as_json(VALIDATE.get("bench", {})),
+        limit=f"--limit {VALIDATE['limit']}" if VALIDATE.get("limit") else "",
+    # the whole machine: a job running beside a benchmark would distort its timings
+    threads: workflow.cores
+    resources:
+        # a GPU for the targets that need one (no limit locally; --gpus on SLURM)
+        gpu=lambda w: int(bool(TARGETS[w.target].requires.get("cuda"))),
+    log:
+        out("logs/validate/{model}-{fmt}-{prec}@{target}.log"),
+    shell:
+        "python -m vitedge.validate --artefact {input.artefact} --reference {input.reference} "
+        "--target {input.target} --data {OUT}/data --out {output} --gates-json {params.gates} "
+        "--bench-json {params.bench} {params.limit} --exit-zero > {log} 2>&1"
+
+
+rule report:
+    input:
+        validation=VALIDATIONS,
+        distill=out("reports/distill.json"),  # written with models/student.pt: no extra rebuild
+    output:
+        html=out("report/index.html"),
+        md=out("report/report.md"),
+        csv=out("report/metrics.csv"),
+        json=out("report/metrics.json"),
+    params:
+        title=shlex.quote((config.get("report") or {}).get("title", f"vitedge validation report: {RUN}")),
+    log:
+        out("logs/report.log"),
+    shell:
+        "python -m vitedge.report write --out-dir {OUT}/report --title {params.title} --distill {input.distill} "
+        "{input.validation} > {log} 2>&1"
+
+
+rule gate:
+    input:
+        report=out("report/index.html"),
+        validation=VALIDATIONS,
+    output:
+        out("report/gate.json"),
+    log:
+        out("logs/gate.log"),
+    # no redirect of stderr: what failed is printed where the person running snakemake looks
+    shell:
+        "python -m vitedge.report gate --report {input.report} --out {output} {input.validation} 2>&1 | tee {log}"
+
+
+# The artefacts are products too: asking for them in `all` brings a deleted one back (with its
+# validations, the report and the gate after it). Snakemake does not remake a missing file that
+# is only an input of up-to-date outputs.
+ALL_TARGETS.extend(dict.fromkeys(artefact_path(m, f, p) for m, f, p, _ in PAIRS))
+ALL_TARGETS.extend([out("report/index.html"), out("report/gate.json")])

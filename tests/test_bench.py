@@ -1,0 +1,125 @@
+"""The benchmark protocol (vitedge.bench), checked on callables of known cost.
+
+Most tests drive `measure` with a fake clock that each call advances by a known amount, so
+they check the protocol exactly and take no real time; one uses real sleeps, with a tolerance
+wide enough for a busy 2-core CI box.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from vitedge.bench import BenchConfig, PeakMemory, batch_of, benchmark, measure
+
+
+class FakeModel:
+    """A 'model' whose calls cost `costs[i]` seconds of fake time (the last cost repeats)."""
+
+    def __init__(self, *costs: float):
+        self.now, self.calls, self.costs = 0.0, 0, costs
+
+    def clock(self) -> float:
+        return self.now
+
+    def __call__(self, *args) -> None:
+        self.now += self.costs[min(self.calls, len(self.costs) - 1)]
+        self.calls += 1
+
+
+def test_warmup_is_excluded_and_counts_respected():
+    # 5 slow warm-up calls (JIT, allocation), then steady 2 ms calls
+    model = FakeModel(*[1.0] * 5, 0.002)
+    t = measure(model, warmup=5, min_iters=20, max_iters=40, max_seconds=100.0, clock=model.clock)
+    assert t.warmup_calls == 5
+    assert t.n == 40 and t.stopped_by == "max_iters"
+    assert model.calls == 45
+    assert t.p50 == pytest.approx(0.002)
+    assert t.samples.max() == pytest.approx(0.002)  # no warm-up call leaked into the samples
+
+
+def test_time_bound_stops_after_min_iters():
+    model = FakeModel(0.1)
+    t = measure(model, warmup=0, min_iters=10, max_iters=1000, max_seconds=3.0, clock=model.clock)
+    # stops at the first check past 3 s: 30 calls of 0.1 s, never fewer than min_iters
+    assert t.stopped_by == "max_seconds" and t.n == 30
+    slow = FakeModel(10.0)
+    t = measure(slow, warmup=0, min_iters=5, max_iters=1000, max_seconds=1.0, clock=slow.clock)
+    assert t.n == 5  # min_iters wins over the time bound
+
+
+def test_time_cap_stops_short_of_min_iters():
+    model = FakeModel(10.0)
+    t = measure(model, warmup=0, min_iters=100, max_iters=1000, max_seconds=1.0, time_cap=35.0, clock=model.clock)
+    assert t.stopped_by == "time_cap" and t.n == 4
+
+
+def test_warmup_seconds_extends_warmup():
+    model = FakeModel(1 / 64)  # exact in binary: no rounding at the boundary
+    t = measure(model, warmup=2, warmup_seconds=0.5, min_iters=1, max_iters=100, clock=model.clock)
+    assert t.warmup_calls == 32  # 2 asked for, but 0.5 s of 1/64 s calls
+    capped = FakeModel(1 / 64)
+    t = measure(capped, warmup=2, warmup_seconds=10.0, min_iters=1, max_iters=5, clock=capped.clock)
+    assert t.warmup_calls == 5  # a time-based warm-up never runs longer than a full measurement
+
+
+def test_percentiles_of_known_distribution():
+    # calls cost 1, 2, ... 100 ms: p50 = 50.5, p90 = 90.1, p99 = 99.01 (linear interpolation)
+    model = FakeModel(*[i / 1000 for i in range(1, 101)])
+    t = measure(model, warmup=0, min_iters=100, max_iters=100, max_seconds=1e9, clock=model.clock)
+    s = t.summary_ms()
+    assert (s["p50"], s["p90"], s["p99"]) == pytest.approx((50.5, 90.1, 99.01))
+    assert s["min"] == pytest.approx(1.0) and s["max"] == pytest.approx(100.0) and s["n"] == 100
+
+
+def test_benchmark_throughput_is_batch_over_latency():
+    # cost = 1 ms fixed + 0.5 ms per image
+    now = [0.0]
+    seen = []
+
+    def predict(x):
+        seen.append(len(x))
+        now[0] += 0.001 + 0.0005 * len(x)
+
+    cfg = BenchConfig(warmup=3, warmup_seconds=0.0, min_iters=10, max_iters=10, batch_sizes=(8, 32))
+    r = benchmark(predict, np.zeros((5, 1, 4, 4), np.float32), cfg, clock=lambda: now[0])
+    assert r["latency_ms"]["p50"] == pytest.approx(1.5)
+    assert [t["batch"] for t in r["throughput"]] == [8, 32]
+    for t in r["throughput"]:
+        latency_s = (0.001 + 0.0005 * t["batch"])
+        assert t["images_per_s"] == pytest.approx(t["batch"] / latency_s)
+        assert t["latency_ms"]["p50"] == pytest.approx(latency_s * 1e3)
+    assert set(seen) == {1, 8, 32}  # batches are built to size even from 5 inputs
+
+
+def test_real_sleep_p50_within_tolerance():
+    """A callable that sleeps 20 ms: sleep overshoots on a busy host, never undershoots."""
+    t = measure(lambda: time.sleep(0.02), warmup=2, min_iters=10, max_iters=10, max_seconds=10.0)
+    assert t.n == 10
+    assert 0.02 <= t.p50 < 0.02 + 0.03
+
+
+def test_batch_of_repeats_and_truncates():
+    x = np.arange(3, dtype=np.float32)[:, None]
+    assert batch_of(x, 1).tolist() == [[0.0]]
+    assert batch_of(x, 7)[:, 0].tolist() == [0, 1, 2, 0, 1, 2, 0]
+    assert batch_of(x, 7).flags["C_CONTIGUOUS"]
+
+
+def test_bench_config_validation_and_merge():
+    cfg = BenchConfig.from_dict({"batch_sizes": [4], "min_iters": 3})
+    assert cfg.batch_sizes == (4,) and cfg.merged({"max_seconds": 0.5}).max_seconds == 0.5
+    with pytest.raises(ValueError, match="unknown"):
+        BenchConfig.from_dict({"iterations": 3})
+    with pytest.raises(ValueError):
+        BenchConfig.from_dict({"min_iters": 10, "max_iters": 5})
+
+
+def test_peak_memory_sees_a_large_allocation():
+    with PeakMemory("cpu") as m:
+        block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, touched
+        del block
+    assert m.result["peak_delta_mb"] >= 0
+    if m.result["method"].startswith("VmHWM"):  # exact on Linux
+        assert m.result["peak_delta_mb"] > 50

@@ -1,0 +1,194 @@
+"""`python -m vitedge.infer`: finds the astronaut's face, survives every kind of bad input with one
+clear line each, and exits with the documented codes."""
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vitedge import infer
+from vitedge.checkpoints import save_model
+from vitedge.data import CLASSES
+from vitedge.export import common
+from vitedge.model import create_model
+from vitedge.preprocess import Preprocess
+
+torch.set_num_threads(1)
+# the astronaut's face in skimage.data.astronaut() (512x512): x 170..280, y 50..175
+FACE = (170, 50, 280, 175)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_model(path, create_model("vit-micro-48", depth=1), Preprocess(), list(CLASSES))
+    return path
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """The astronaut in several encodings, plus every kind of bad input."""
+    from skimage.data import astronaut
+
+    d = tmp_path_factory.mktemp("photos")
+    rgb = astronaut()
+    Image.fromarray(rgb).save(d / "astronaut.png")
+    Image.fromarray(rgb).save(d / "astronaut.jpg", quality=90)
+    gray16 = (np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.uint16) * 257)
+    Image.fromarray(gray16).save(d / "gray16.png")  # mode I;16
+    assert Image.open(d / "gray16.png").mode.startswith("I")
+    rgba = Image.fromarray(rgb).convert("RGBA")
+    rgba.putalpha(255)
+    rgba.save(d / "rgba.png")
+    Image.fromarray(rgb).convert("P", palette=Image.ADAPTIVE, colors=256).save(d / "palette.png")
+    data = (d / "astronaut.jpg").read_bytes()
+    (d / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (d / "text.jpg").write_text("this is not a picture\n")
+    (d / "bomb.png").write_bytes(_png_header_claiming(100_000, 100_000))
+    ramp = np.tile(np.linspace(0, 255, 320).astype(np.uint8), (240, 1))
+    Image.fromarray(ramp).save(d / "gradient.png")
+    crop = np.asarray(Image.fromarray(rgb).convert("L"))[FACE[1]:FACE[3], FACE[0]:FACE[2]]
+    Image.fromarray(crop).save(d / "crop.png")
+    return d
+
+
+def _png_header_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares a huge image (a decompression bomb as PIL sees it)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = infer.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _overlaps_face(box: dict) -> bool:
+    x0, y0, x1, y1 = box["x"], box["y"], box["x"] + box["w"], box["y"] + box["h"]
+    ix = max(0, min(x1, FACE[2]) - max(x0, FACE[0]))
+    iy = max(0, min(y1, FACE[3]) - max(y0, FACE[1]))
+    return ix * iy > 0.5 * box["w"] * box["h"]
+
+
+def test_finds_the_astronauts_face(capsys, ckpt, photos, tmp_path):
+    code, out, err = _run(capsys, "--model", ckpt, "--json", "--annotate", tmp_path / "ann.png",
+                          photos / "astronaut.png")
+    assert code == infer.EXIT_OK, err
+    doc = json.loads(out)  # one JSON document
+    assert doc["model"]["runtime"] == "torch" and doc["model"]["classes"] == list(CLASSES)
+    (image,) = doc["images"]
+    assert (image["width"], image["height"]) == (512, 512)
+    (face,) = image["faces"]  # exactly one face
+    assert _overlaps_face(face["box"])
+    assert face["emotion"] in CLASSES and face["emotion"] == face["top"][0]["emotion"]
+    assert len(face["top"]) == 3 and 0 < face["confidence"] <= 1
+    assert [t["p"] for t in face["top"]] == sorted((t["p"] for t in face["top"]), reverse=True)
+    assert Image.open(tmp_path / "ann.png").size == (512, 512)
+
+
+def test_crops_are_preprocessed_like_training(ckpt, photos):
+    """The face crop goes through the checkpoint's Preprocess, exactly as a training image would."""
+    from vitedge import runtimes
+
+    gray = np.asarray(Image.open(photos / "astronaut.png").convert("L"))
+    (box,) = infer.detect_faces(gray)
+    crop = infer.crop_face(gray, box, 0.2)
+    x, y, w, h = box
+    assert crop.shape == (min(512, y + h + round(h * 0.2)) - max(0, y - round(h * 0.2)),
+                          min(512, x + w + round(w * 0.2)) - max(0, x - round(w * 0.2)))
+    rt = runtimes.load(ckpt)
+    np.testing.assert_array_equal(rt.preprocess(crop[None]), Preprocess().from_pil(Image.fromarray(crop))[None])
+
+
+def test_text_output_and_other_encodings(capsys, ckpt, photos):
+    code, out, err = _run(capsys, "--model", ckpt, photos / "astronaut.jpg", photos / "gray16.png",
+                          photos / "rgba.png", photos / "palette.png")
+    assert code == infer.EXIT_OK, err
+    assert out.count(": 1 face\n") == 4  # 16-bit, RGBA and palette images all work
+    assert "face 1 at x=" in out and "top-3:" in out and err == ""
+
+
+def test_every_bad_input_gets_one_line_and_the_rest_still_run(capsys, ckpt, photos):
+    bad = ["missing.png", "truncated.jpg", "text.jpg", "bomb.png"]
+    code, out, err = _run(capsys, "--model", ckpt, "--json", photos / "astronaut.png",
+                          *(photos / b for b in bad), photos / "gradient.png")
+    assert code == infer.EXIT_INPUT_ERROR
+    doc = json.loads(out)
+    by_name = {Path(i["path"]).name: i for i in doc["images"]}
+    assert len(by_name["astronaut.png"]["faces"]) == 1
+    assert by_name["gradient.png"]["faces"] == []
+    assert by_name["missing.png"]["error"] == "file not found"
+    assert "truncated or corrupt" in by_name["truncated.jpg"]["error"]
+    assert "not an image" in by_name["text.jpg"]["error"]
+    assert "too large" in by_name["bomb.png"]["error"]
+    lines = err.strip().splitlines()
+    assert len([line for line in lines if line.startswith("error: ")]) == len(bad)
+    assert any("gradient.png: no face found" in line for line in lines)
+    assert "Traceback" not in err
+
+
+def test_pixel_limit_is_configurable(capsys, ckpt, photos):
+    code, _, err = _run(capsys, "--model", ckpt, "--max-pixels", "10000", photos / "astronaut.png")
+    assert code == infer.EXIT_INPUT_ERROR and "too large" in err and "--max-pixels" in err
+
+
+def test_no_face_anywhere_has_its_own_exit_code(capsys, ckpt, photos):
+    code, out, err = _run(capsys, "--model", ckpt, photos / "gradient.png")
+    assert code == infer.EXIT_NO_FACE and "no face found" in err and out == ""
+    code, _, _ = _run(capsys, "--model", ckpt, photos / "gradient.png", photos / "astronaut.png")
+    assert code == infer.EXIT_OK  # a face somewhere is success
+
+
+def test_no_detect_treats_the_image_as_a_face(capsys, ckpt, photos):
+    code, out, _ = _run(capsys, "--model", ckpt, "--no-detect", "--json", photos / "crop.png", photos / "gradient.png")
+    assert code == infer.EXIT_OK
+    faces = [img["faces"] for img in json.loads(out)["images"]]
+    assert [len(f) for f in faces] == [1, 1] and faces[0][0]["box"] == {"x": 0, "y": 0, "w": 110, "h": 125}
+
+
+def test_model_problems(capsys, ckpt, photos, tmp_path, monkeypatch):
+    monkeypatch.setattr(infer, "packaged_model", lambda: None)
+    code, _, err = _run(capsys, photos / "astronaut.png")
+    assert code == infer.EXIT_MODEL_ERROR and "--model" in err and "snakemake" in err
+    assert len(err.strip().splitlines()) == 1
+    # the wrong kind of artefact for the runtime asked for
+    code, _, err = _run(capsys, "--model", ckpt, "--runtime", "onnx", photos / "astronaut.png")
+    assert code == infer.EXIT_MODEL_ERROR and "checkpoint artefact" in err and "onnx runtime" in err
+    # a runtime this host lacks (a TensorRT artefact without TensorRT or a GPU)
+    art = tmp_path / "student" / "tensorrt-fp16"
+    art.mkdir(parents=True)
+    (art / "model-x.engine").write_bytes(b"\0")
+    _, info = common.load_source(ckpt)
+    common.write_meta(art, "tensorrt", "fp16", "model-x.engine", info, 0.0, engine_key={"key": "x"})
+    code, _, err = _run(capsys, "--model", art, photos / "astronaut.png")
+    assert code == infer.EXIT_MODEL_ERROR and "TensorRT" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_packaged_model_is_used_when_present(capsys, ckpt, photos, monkeypatch):
+    monkeypatch.setattr(infer, "packaged_model", lambda: ckpt)
+    code, out, _ = _run(capsys, photos / "astronaut.png")
+    assert code == infer.EXIT_OK and ": 1 face" in out
+
+
+def test_command_line_help_and_subprocess(ckpt, photos):
+    proc = subprocess.run([sys.executable, "-m", "vitedge.infer", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "exit codes:" in proc.stdout and "no face" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "vitedge.infer", "--model", str(ckpt), str(photos / "text.jpg"),
+                           str(photos / "astronaut.png")], capture_output=True, text=True)
+    assert proc.returncode == infer.EXIT_INPUT_ERROR
+    assert proc.stderr.strip().startswith("error: ") and "Traceback" not in proc.stderr
+    assert ": 1 face" in proc.stdout

@@ -1,0 +1,176 @@
+"""int8 quantisation: the accuracy gate, the greedy fallback, the failure message, each backend.
+
+One small ViT is trained once per module on three visually distinct synthetic classes, with
+16-pixel patches (a 9-token ViT learns in ~80 steps; 6-pixel patches need thousands): its
+predictions are good enough that quantisation error shows up as lost top-1, which is what the
+gate measures. The graph is still a full ViT (attention, LayerNorm, GELU, two heads).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vitedge.data import CLASSES, Split, make_synthetic, save_splits
+from vitedge.model import create_model
+from vitedge.preprocess import Preprocess
+from vitedge.quantize import QuantizationError, QuantizeConfig, quantize
+from vitedge.quantize.core import calibration_images, model_units
+
+PRE = Preprocess()
+SUBSET = ("happy", "sad", "surprise")
+
+
+def _subset(split: Split) -> Split:
+    keep = [CLASSES.index(c) for c in SUBSET]
+    idx = np.flatnonzero(np.isin(split.labels, keep))
+    return Split(split.images[idx], np.searchsorted(keep, split.labels[idx]))
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return {k: _subset(v) for k, v in make_synthetic(per_class=150, seed=0, val_per_class=80).items()}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, splits):
+    """A 2-block vit-micro with 16-pixel patches, ~80 steps: well above chance on the three classes."""
+    import torch
+
+    from vitedge.train import TrainConfig, fit
+
+    torch.manual_seed(0)
+    model = create_model("vit-micro-48", depth=2, patch_size=16, num_classes=len(SUBSET))
+    cfg = TrainConfig(epochs=6, batch_size=32, lr=8e-3, warmup_epochs=0.3, augment="none", class_balance="none")
+    result = fit(model, splits["train"], splits["val"], PRE, cfg, tmp_path_factory.mktemp("train"), classes=SUBSET)
+    assert result["best"]["val_top1"] > 0.45, "the fixture model did not learn; the gate tests would be vacuous"
+    return result["best_path"]
+
+
+def _run(trained, splits, tmp_path, fmt="onnx", **cfg):
+    return quantize(trained, "m", fmt, None, tmp_path, QuantizeConfig(**cfg), splits=splits)
+
+
+# --------------------------------------------------------------------------- pieces, no training
+def test_onnx_units_follow_the_layernorms(tmp_path):
+    import onnx
+
+    from vitedge.export.common import load_source
+    from vitedge.export.onnx import export_onnx
+    from vitedge.quantize.onnx import GEMM_OPS, node_units
+
+    model = create_model("vit-micro-48", depth=2, distilled=True)
+    info = {"config": model.cfg.as_dict(), "preprocess": PRE.as_dict(), "classes": list(CLASSES), "sha256": ""}
+    proto = onnx.load(export_onnx(model, tmp_path / "m.onnx", info))
+    units = node_units(proto, depth=2)
+    gemm_units = [units[n.name] for n in proto.graph.node if n.op_type in GEMM_OPS]
+    # conv; per block: qkv, q@k, attn@v, proj | fc1, fc2; head and head_dist
+    assert gemm_units == ["patch_embed", *["blocks.0.attn"] * 4, *["blocks.0.mlp"] * 2,
+                          *["blocks.1.attn"] * 4, *["blocks.1.mlp"] * 2, "head", "head"]
+    assert set(units.values()) == set(model_units(model))
+    del load_source
+
+
+def test_calibration_images_are_stratified_and_preprocessed():
+    sp = make_synthetic(per_class=20, seed=0)["train"]
+    x = calibration_images(sp, PRE, 35)
+    assert x.shape == (35, 1, 48, 48) and x.dtype == np.float32
+    assert np.array_equal(x, calibration_images(sp, PRE, 35))  # deterministic
+    with pytest.raises(ValueError):
+        QuantizeConfig(calibrate_method="mse")
+
+
+# --------------------------------------------------------------------------- the gate
+def test_onnx_int8_passes_the_gate(trained, splits, tmp_path):
+    meta = _run(trained, splits, tmp_path, variants=["dynamic", "static-percentile"], max_drop=1.0)
+    q = meta["quantization"]
+    assert meta["format"] == "onnx" and meta["precision"] == "int8"
+    assert (tmp_path / "m" / "onnx-int8" / "model.onnx").is_file()
+    assert q["drop_points"] <= 1.0 and q["final_check"]["drop_points"] <= 1.0
+    assert q["final_check"]["runtime"] == "onnx"
+    assert {v["variant"] for v in q["variants"]} == {"dynamic", "static-percentile"}
+    assert q["latency"]["int8"]["bs1_ms"] > 0 and q["latency"]["faster_than_fp32"] in (True, False)
+    assert q["calibration"]["images"] == 256 and "cpu_features" in q
+
+
+def test_fallback_keeps_the_most_sensitive_units_in_float(trained, splits, tmp_path):
+    # every op quantised from the ranges of ONE image: certain to fail a zero-drop budget at first
+    meta = _run(trained, splits, tmp_path, variants=["static-all-minmax"], calibration=1, max_drop=0.0,
+                max_fallback_steps=6)
+    q = meta["quantization"]
+    first, last = q["attempts"][0], q["attempts"][-1]
+    assert not first["passed"] and first["drop"] > 0
+    assert last["passed"] and q["drop_points"] <= 0.0
+    assert q["kept_float"] and q["kept_float"] == last["excluded"]
+    ranking = list(q["sensitivity"])
+    assert sorted(ranking) == sorted(model_units(create_model("vit-micro-48", depth=2)))
+    assert q["kept_float"] == ranking[:len(q["kept_float"])]  # greedy: most sensitive first
+
+
+def test_no_mix_within_budget_fails_with_the_shortfall(trained, splits, tmp_path):
+    with pytest.raises(QuantizationError, match=r"misses by \d+\.\d\d points") as err:
+        _run(trained, splits, tmp_path, variants=["static-all-minmax"], calibration=1, max_drop=0.0,
+             max_fallback_steps=0)
+    assert err.value.shortfall > 0
+    assert not (tmp_path / "m" / "onnx-int8" / "meta.json").exists()
+
+
+def test_cli(trained, splits, tmp_path):
+    data = tmp_path / "data"
+    save_splits(data, {k: Split(v.images, v.labels) for k, v in splits.items()}, {"kind": "synthetic"})
+    cmd = [sys.executable, "-m", "vitedge.quantize", "--checkpoint", str(trained), "--model-name", "m",
+           "--format", "onnx", "--data", str(data), "--out", str(tmp_path / "art")]
+    ok = subprocess.run([*cmd, "--variants", "dynamic"], capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert "onnx-int8 [dynamic]" in ok.stdout and "drop" in ok.stdout
+    bad = subprocess.run([*cmd, "--variants", "static-all-minmax", "--calibration", "1", "--max-drop", "0",
+                          "--config-json", json.dumps({"max_fallback_steps": 0})],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 4 and "misses by" in bad.stderr
+
+
+def test_tensorrt_qdq_is_symmetric_with_float_biases(trained, splits, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    meta = _run(trained, splits, tmp_path, "tensorrt", max_drop=2.0)
+    proto = onnx.load(tmp_path / "m" / "tensorrt-int8" / "model.onnx")
+    zero_points = [numpy_helper.to_array(i) for i in proto.graph.initializer if i.name.endswith("zero_point")]
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    quantised = {n.op_type for n in proto.graph.node for i in n.input if i.endswith("_DequantizeLinear_Output")}
+    assert quantised <= {"MatMul", "Gemm", "Conv"}
+    assert meta["format"] == "tensorrt" and meta["onnx"] == "model.onnx"
+    assert "engine" in meta or "engine_key" in meta  # skipped with a reason here, built on a GPU host
+
+
+# --------------------------------------------------------------------------- the other backends
+@pytest.mark.slow
+def test_torch_pt2e_int8(trained, splits, tmp_path):
+    import torch
+
+    meta = _run(trained, splits, tmp_path, "torch", max_drop=2.0, method="static", compile=False)
+    q = meta["quantization"]
+    assert meta["file"] == "model.pt2" and q["drop_points"] <= 2.0 and "torch.compile" in meta["run"]
+    program = torch.export.load(str(tmp_path / "m" / "torch-int8" / "model.pt2"))
+    ops = {str(n.target) for n in program.graph.nodes}
+    assert any("quantize_per" in o for o in ops)  # a real Q/DQ graph, not a float copy
+
+
+@pytest.mark.slow
+def test_executorch_xnnpack_int8(trained, splits, tmp_path):
+    meta = _run(trained, splits, tmp_path, "executorch", max_drop=2.0, method="dynamic")
+    q = meta["quantization"]
+    assert meta["file"] == "model.pte" and q["final_check"]["runtime"] == "executorch"
+    assert q["final_check"]["drop_points"] <= 2.0
+
+
+@pytest.mark.slow
+def test_coreml_int8_weights_gated_by_reading_them_back(trained, splits, tmp_path):
+    meta = _run(trained, splits, tmp_path, "coreml", max_drop=2.0)
+    q = meta["quantization"]
+    assert meta["file"] == "model.mlpackage" and q["drop_points"] <= 2.0
+    assert q["final_check"]["export_checks"]["coreml_weights"]["checked"] > 0
+    assert "macOS" in q["method"]["activations"]

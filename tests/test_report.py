@@ -1,0 +1,168 @@
+"""vitedge.report from synthetic validation JSONs: every row present, self-contained HTML, PNGs that open."""
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vitedge.data import CLASSES
+from vitedge.metrics import classification_metrics, parity_metrics
+from vitedge.report import compare_models, main, pareto_front, write_report
+
+MACHINE = {"cpu": {"model": "Test CPU", "cores": 2, "features": []}, "gpu": None, "os": "Linux",
+           "libraries": {"numpy": "2"}}
+
+
+def make_row(entry, precision, top1_noise, p50, size, rng, gate=None, status="ok", reason=""):
+    row = {"entry": entry, "runtime": "onnx", "device": "cpu", "threads": 2, "precision": precision,
+           "status": status, "reason": reason, "stand_in": ""}
+    if status != "ok":
+        return row
+    labels = rng.integers(0, 7, 200)
+    ref = rng.normal(size=(200, 7)) + 3 * np.eye(7)[labels]
+    logits = ref + rng.normal(scale=top1_noise, size=ref.shape)
+    acc, ref_acc = classification_metrics(logits, labels, CLASSES), classification_metrics(ref, labels, CLASSES)
+    row.update(accuracy=acc, reference_accuracy={"top1": ref_acc["top1"], "macro_f1": ref_acc["macro_f1"]},
+               accuracy_drop=ref_acc["top1"] - acc["top1"], parity=parity_metrics(logits, ref),
+               latency_ms={"p50": p50, "p90": p50 * 1.1, "p99": p50 * 1.3, "n": 100},
+               throughput=[{"batch": 8, "images_per_s": 8 / (p50 * 4e-3)}], memory={"peak_delta_mb": 12.5},
+               size_bytes=size, runtime_info={"version": "1.0"},
+               gate=gate or {"passed": True, "failures": []})
+    return row
+
+
+def result(model, fmt, precision, target, rows, status="ok", reason="", line="Test CPU (2 cores), no GPU"):
+    return {"schema": "vitedge-validation/1", "model": model, "format": fmt, "precision": precision, "target": target,
+            "status": status, "reason": reason, "rows": rows, "machine": MACHINE, "machine_line": line,
+            "gates": {"max_accuracy_drop": 0.02, "min_agreement": 0.95, "by_precision": {}},
+            "gate": {"passed": None, "failures": []}}
+
+
+def build_results() -> list[dict]:
+    """teacher/student x torch/onnx/int8 on cpu, a skipped gpu, a mobile stand-in, a skip and a failure."""
+    rng = np.random.default_rng(0)
+    no_cuda = "no CUDA GPU (no NVIDIA driver on this host)"
+    fail = {"passed": False, "failures": ["top-1 drop 4.00 pts > 3.00 allowed"]}
+    return [
+        result("teacher", "torch", "fp32", "cpu", [{**make_row("torch eager", "fp32", 0.0, 4.0, 11_000_000, rng),
+                                                    "host_load": {"before": 3.5, "after": 1.0}}]),  # 2 cores: busy
+        result("student", "torch", "fp32", "cpu", [make_row("torch eager", "fp32", 0.0, 1.5, 3_000_000, rng)]),
+        result("student", "onnx", "fp32", "cpu", [make_row("onnxruntime", "fp32", 0.01, 0.6, 3_000_000, rng)]),
+        result("student", "onnx", "int8", "cpu", [make_row("onnxruntime", "int8", 1.5, 0.4, 900_000, rng, gate=fail)]),
+        result("student", "torch", "fp32", "gpu", [make_row("torch eager", "fp32", 0, 0, 0, rng, status="skipped",
+                                                            reason=no_cuda),
+                                                   make_row("torch eager fp16", "fp16", 0, 0, 0, rng, status="skipped",
+                                                            reason=no_cuda)], status="skipped"),
+        result("student", "executorch", "fp32", "mobile",
+               [{**make_row("ExecuTorch XNNPACK", "fp32", 0.01, 0.9, 3_100_000, rng), "stand_in": "host stand-in"}],
+               line="Other CPU (4 cores), no GPU"),
+        result("student", "coreml", "fp32", "mobile", [make_row("Core ML", "fp32", 0, 0, 0, rng, status="skipped",
+                                                                reason="needs Darwin (this host runs Linux)")],
+               status="skipped"),
+        result("student", "ort", "fp32", "mobile", [make_row("ORT mobile", "fp32", 0, 0, 0, rng, status="failed",
+                                                             reason="ArtefactError: broken")], status="failed"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def results():
+    return build_results()
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory, results):
+    out = tmp_path_factory.mktemp("report")
+    distill = {"distillation": {"type": "hard", "epochs": 1},
+               "models": {"teacher": {"params": 2.7e6, "test_top1": 0.6},
+                          "student": {"params": 0.8e6, "test_top1": 0.55}}}
+    write_report(results, out, distill=distill, title="test report")
+    return out
+
+
+def test_every_row_is_in_every_output(report_dir, results):
+    n_rows = sum(len(r["rows"]) for r in results)
+    with open(report_dir / "metrics.csv", newline="") as fh:
+        records = list(csv.DictReader(fh))
+    assert len(records) == n_rows == 9
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    assert len(metrics["rows"]) == n_rows
+    assert metrics["counts"] == {"ok": 5, "skipped": 3, "failed": 1}
+    md = (report_dir / "report.md").read_text()
+    page = (report_dir / "index.html").read_text()
+    table = md.split("## Validation matrix")[1].split("## Teacher")[0]
+    assert sum(line.startswith("| student") or line.startswith("| teacher") for line in table.splitlines()) == n_rows
+    for rec in records:
+        assert rec["entry"] in page and rec["entry"] in md
+    assert "skipped: no CUDA GPU" in md and "failed: ArtefactError: broken" in md
+    assert "needs Darwin" in page
+    assert md.count("⚠") == 2 and "1 row(s) were timed while the host" in md  # the busy-host flag and its note
+
+
+def test_gate_verdicts_and_machines(report_dir):
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    assert metrics["gate"]["passed"] is False
+    failures = metrics["gate"]["failures"]
+    assert any("onnx-int8 @ cpu" in f and "drop 4.00 pts" in f for f in failures)
+    assert any("ort-fp32 @ mobile" in f and "failed" in f for f in failures)
+    assert set(metrics["machines"].values()) == {"Test CPU (2 cores), no GPU", "Other CPU (4 cores), no GPU"}
+    md = (report_dir / "report.md").read_text()
+    assert "## Distillation" in md and "## Where each number was measured" in md and "M2" in md
+
+
+def test_html_is_self_contained(report_dir):
+    page = (report_dir / "index.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:)""", page)
+    assert "<link" not in page and "<script" not in page
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(images) >= 3  # pareto cpu, pareto mobile, confusion matrices
+    for b64 in images:
+        Image.open(io.BytesIO(base64.b64decode(b64))).verify()
+
+
+def test_pngs_beside_open(report_dir):
+    pngs = sorted(p.name for p in report_dir.glob("*.png"))
+    assert "pareto-cpu.png" in pngs and "pareto-mobile.png" in pngs and "pareto-gpu.png" not in pngs
+    assert "confusion-student-onnx-int8.png" in pngs and "confusion-teacher-torch-fp32.png" in pngs
+    for name in pngs:
+        with Image.open(report_dir / name) as im:
+            assert im.format == "PNG" and im.size[0] > 200 and im.size[1] > 200
+            im.load()
+    md = (report_dir / "report.md").read_text()
+    assert all(f"]({name})" in md for name in pngs)
+
+
+def test_teacher_student_int8_comparison(results):
+    from vitedge.report import flatten
+
+    rows = compare_models(flatten(results))
+    cpu = {(r["model"], r["precision"]): r for r in rows if r["target"] == "cpu"}
+    assert set(cpu) == {("teacher", "fp32"), ("student", "fp32"), ("student", "int8")}
+    assert cpu[("teacher", "fp32")]["speedup"] == pytest.approx(1.0)
+    assert cpu[("student", "fp32")]["speedup"] == pytest.approx(4.0 / 0.6)  # the fastest student fp32 (onnx)
+    assert cpu[("student", "int8")]["size_ratio"] == pytest.approx(0.9 / 11)
+
+
+def test_pareto_front():
+    pts = [(1.0, 50.0), (2.0, 60.0), (3.0, 55.0), (0.5, 40.0), (2.5, 60.0)]
+    assert pareto_front(pts) == [3, 0, 1]
+
+
+def test_gate_cli(tmp_path, results, capsys):
+    files = []
+    for i, r in enumerate(results):
+        files.append(tmp_path / f"{i}.json")
+        files[-1].write_text(json.dumps(r))
+    assert main(["gate", *map(str, files), "--report", "x/index.html"]) == 1
+    err = capsys.readouterr().err
+    assert "GATE FAILED" in err and "onnx-int8 @ cpu" in err and "x/index.html" in err
+    ok = [f for f, r in zip(files, results) if r["format"] in ("torch", "coreml")]
+    assert main(["gate", *map(str, ok), "--out", str(tmp_path / "gate.json")]) == 0
+    assert json.loads((tmp_path / "gate.json").read_text())["passed"] is True
+    assert main(["write", str(tmp_path), "--out-dir", str(tmp_path / "rep")]) == 0  # a folder of JSONs
+    assert (tmp_path / "rep" / "index.html").is_file()

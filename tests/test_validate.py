@@ -1,0 +1,168 @@
+"""vitedge.validate and vitedge.targets: rows for runnable, absent and broken runtimes; gates; the CLI.
+
+A randomly initialised vit-micro-48 is enough: parity and the row logic do not care whether the
+model is any good, and it keeps every test a few seconds on 2 cores.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from vitedge.bench import BenchConfig
+from vitedge.targets import Target, load_target, matrix, unmet
+from vitedge.validate import Gates, main, validate
+
+# as little timing as still exercises the protocol
+QUICK = {"warmup": 1, "warmup_seconds": 0.0, "min_iters": 3, "max_iters": 3, "max_seconds": 0.05,
+         "batch_sizes": [4], "throughput_min_iters": 2, "throughput_max_seconds": 0.05}
+LIMIT = 35  # test images
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, synthetic_splits):
+    from vitedge.checkpoints import save_model
+    from vitedge.data import CLASSES, save_splits
+    from vitedge.model import create_model
+    from vitedge.preprocess import Preprocess
+
+    root = tmp_path_factory.mktemp("validate")
+    save_splits(root / "data", synthetic_splits, source={"kind": "synthetic"})
+    torch.manual_seed(0)
+    save_model(root / "student.pt", create_model("vit-micro-48", distilled=True), Preprocess(), list(CLASSES))
+    return root
+
+
+def write_target(path, entries, **top):
+    path.write_text(yaml.safe_dump({"name": path.stem, "entries": entries, **top}))
+    return path
+
+
+def test_torch_row_is_its_own_reference(workdir):
+    r = validate(workdir / "student.pt", workdir / "student.pt", "cpu", workdir / "data", bench=QUICK, limit=LIMIT)
+    assert (r["model"], r["format"], r["precision"], r["target"]) == ("student", "torch", "fp32", "cpu")
+    assert r["status"] == "ok" and r["gate"]["passed"] is True
+    (row,) = r["rows"]
+    assert row["status"] == "ok" and row["runtime"] == "torch"
+    assert row["parity"]["top1_agreement"] == 1.0 and row["parity"]["max_abs_delta"] == 0.0
+    assert row["accuracy_drop"] == 0.0 and row["accuracy"]["n"] == LIMIT
+    assert len(row["accuracy"]["confusion"]) == 7 and "per_class" in row["accuracy"]
+    lat = row["latency_ms"]
+    assert lat["n"] == 3 and lat["warmup"] == 1 and lat["p50"] <= lat["p99"]
+    assert [t["batch"] for t in row["throughput"]] == [4]
+    assert row["memory"]["peak_delta_mb"] >= 0 and row["size_bytes"] > 0
+    assert row["threads"] >= 1 and row["runtime_info"]["version"] == torch.__version__
+    assert r["machine"]["cpu"]["cores"] >= 1 and r["machine_line"]
+    assert r["data"]["n"] == LIMIT and len(r["data"]["sha256"]) == 64
+
+
+def test_onnx_row_matches_reference(workdir):
+    pytest.importorskip("onnxruntime")
+    from vitedge.export import export_artefact
+
+    meta = export_artefact(workdir / "student.pt", workdir / "artefacts", "student", "onnx", "fp32")
+    art = workdir / "artefacts" / "student" / "onnx-fp32"
+    assert meta["format"] == "onnx"
+    r = validate(art, workdir / "student.pt", "cpu", workdir / "data", bench=QUICK, limit=LIMIT)
+    (row,) = r["rows"]
+    assert (r["format"], r["precision"], row["runtime"], row["status"]) == ("onnx", "fp32", "onnx", "ok")
+    assert row["parity"]["top1_agreement"] == 1.0
+    assert row["parity"]["max_abs_delta"] < 1e-3 and row["parity"]["kl"] < 1e-6
+    assert abs(row["accuracy_drop"]) < 1e-9 and row["gate"]["passed"]
+    # a target that does not run onnx: no rows, and it says why
+    r = validate(art, workdir / "student.pt", "gpu", workdir / "data", bench=QUICK, limit=LIMIT)
+    assert r["rows"] == [] and r["status"] == "skipped" and "runs none of its entries" in r["reason"]
+
+
+def test_gpu_target_is_skipped_without_cuda(workdir):
+    if torch.cuda.is_available():
+        pytest.skip("this host has CUDA: the gpu target runs")
+    r = validate(workdir / "student.pt", workdir / "student.pt", "gpu", workdir / "data", bench=QUICK, limit=LIMIT)
+    assert r["status"] == "skipped" and len(r["rows"]) >= 2  # eager fp32, fp16, ...
+    assert all(row["status"] == "skipped" and "CUDA" in row["reason"] for row in r["rows"])
+    assert r["gate"]["passed"] is None and "data" not in r  # nothing loaded for a target that cannot run
+
+
+def test_rows_for_ok_skipped_failed_and_unsupported_options(workdir, tmp_path):
+    target = write_target(tmp_path / "mixed.yaml", [
+        {"name": "eager", "artefacts": ["torch-fp32"], "runtime": "torch"},
+        {"name": "plan9 only", "artefacts": ["torch-fp32"], "runtime": "torch", "requires": {"os": ["Plan9"]}},
+        {"name": "wrong runtime", "artefacts": ["torch-fp32"], "runtime": "onnx"},  # cannot run a .pt: failed
+        {"name": "half", "artefacts": ["torch-fp32"], "runtime": "torch", "options": {"no_such_option": 1}},
+        {"name": "bf16", "artefacts": ["torch-fp32"], "runtime": "torch", "options": {"dtype": "bf16"}},
+    ], threads=1)
+    r = validate(workdir / "student.pt", workdir / "student.pt", target, workdir / "data", bench=QUICK, limit=LIMIT)
+    rows = {row["entry"]: row for row in r["rows"]}
+    assert rows["eager"]["status"] == "ok" and rows["eager"]["threads"] == 1
+    assert rows["plan9 only"]["status"] == "skipped" and "Plan9" in rows["plan9 only"]["reason"]
+    assert rows["wrong runtime"]["status"] == "failed" and "onnx" in rows["wrong runtime"]["reason"]
+    assert rows["half"]["status"] == "skipped" and "no_such_option" in rows["half"]["reason"]
+    # a runtime option that changes the arithmetic: its own precision, compared with the fp32 reference
+    bf16 = rows["bf16"]
+    assert bf16["status"] == "ok" and bf16["precision"] == "bf16" and bf16["artefact_precision"] == "fp32"
+    assert 0 < bf16["parity"]["max_abs_delta"] < 0.5 and bf16["runtime_info"]["dtype"] == "bfloat16"
+    # one failed row fails the file and its gate, with the reason
+    assert r["status"] == "failed" and r["gate"]["passed"] is False
+    assert any(f.startswith("wrong runtime: failed:") for f in r["gate"]["failures"])
+
+
+def test_impossible_gate_fails_cli_but_json_is_written(workdir, tmp_path, capsys):
+    out = tmp_path / "v.json"
+    args = ["--artefact", str(workdir / "student.pt"), "--reference", str(workdir / "student.pt"), "--target", "cpu",
+            "--data", str(workdir / "data"), "--out", str(out), "--limit", str(LIMIT),
+            "--bench-json", json.dumps(QUICK),
+            "--gates-json", json.dumps({"min_agreement": 1.01, "max_accuracy_drop": None})]
+    assert main(args) == 1
+    r = json.loads(out.read_text())
+    assert r["status"] == "ok" and r["gate"]["passed"] is False
+    assert "agreement 100.00% < 101.00% required" in r["gate"]["failures"][0]
+    assert "GATE FAILED" in capsys.readouterr().out
+    assert main(args + ["--exit-zero"]) == 0  # the workflow's mode: record, fail at the end
+
+
+def test_gates_per_precision():
+    g = Gates.from_dict({"max_accuracy_drop": 0.01, "min_agreement": 0.99,
+                         "by_precision": {"int8": {"max_accuracy_drop": 0.05}}})
+    row = {"precision": "int8", "accuracy_drop": 0.03, "parity": {"top1_agreement": 0.995}}
+    assert g.check(row)["passed"]
+    assert not g.check({**row, "precision": "fp32"})["passed"]
+    with pytest.raises(ValueError, match="unknown gate"):
+        Gates.from_dict({"max_drop": 0.1})
+
+
+def test_shipped_targets_load_and_agree_with_matrix():
+    targets = [load_target(n) for n in ("cpu", "gpu", "mobile")]
+    by_name = {t.name: t for t in targets}
+    assert by_name["gpu"].requires == {"cuda": True}
+    assert by_name["cpu"].accepts("onnx", "int8") and not by_name["cpu"].accepts("coreml", "fp32")
+    assert by_name["mobile"].threads_for(by_name["mobile"].entries[0]) <= 4
+    pairs = matrix(targets, [("student", "torch", "fp32"), ("student", "coreml", "fp32"), ("student", "ort", "int8")])
+    assert ("student", "torch", "fp32", "gpu") in pairs and ("student", "coreml", "fp32", "mobile") in pairs
+    assert ("student", "coreml", "fp32", "cpu") not in pairs and ("student", "ort", "int8", "mobile") in pairs
+    assert isinstance(by_name["cpu"].bench, BenchConfig)
+
+
+def test_unmet_requirements():
+    assert unmet({}) is None
+    assert "Plan9" in unmet({"os": ["Plan9"]})
+    assert "no_such_module_xyz" in unmet({"modules": ["no_such_module_xyz"]})
+    if not torch.cuda.is_available():
+        assert "CUDA" in unmet({"cuda": True})
+
+
+def test_bad_target_file(tmp_path):
+    with pytest.raises(ValueError, match="<format>-<precision>"):
+        load_target(write_target(tmp_path / "t.yaml", [{"name": "x", "artefacts": ["onnx"], "runtime": "onnx"}]))
+    with pytest.raises(ValueError, match="unknown requirement"):
+        load_target(write_target(tmp_path / "t.yaml", [], requires={"tpu": True}))
+    with pytest.raises(FileNotFoundError, match="cpu"):
+        load_target("no-such-target")
+    assert isinstance(load_target(write_target(tmp_path / "t.yaml", [])), Target)
+
+
+def test_stand_in_label(tmp_path):
+    t = load_target(write_target(tmp_path / "phone.yaml", [], native_os=["iOS", "Android"]))
+    assert t.stand_in().startswith("host stand-in")
+    assert load_target(write_target(tmp_path / "any.yaml", [])).stand_in() == ""

@@ -1,0 +1,393 @@
+"""What every int8 backend shares: calibration data, the accuracy gate, the sensitivity search,
+speed measurement and the artefact record. Backends (one module per format) only say how to
+build a quantised model that keeps some layers in float, how to run it fast, and how to save it.
+
+The recipe, for every format:
+
+1. Reference: the fp32 source checkpoint's val top-1 (PyTorch) and its logits.
+2. For each variant the backend offers (e.g. ONNX dynamic, static MinMax, with/without
+   transformer fusion): build with everything quantised and evaluate on the validation split.
+   The gate: val top-1 may drop at most `max_drop` points below the fp32 source.
+3. A variant that fails falls back: each unit (patch embedding, each block's attention and MLP,
+   the head) is quantised alone to rank how much it hurts (KL divergence of the logits from
+   fp32: continuous, so ties on a small val split do not hide the ranking); then the most
+   sensitive units are kept in float one by one until the gate passes or
+   `max_fallback_steps` is spent.
+4. Variants that pass are timed (batch 1 latency, batch-N throughput, same threads as the fp32
+   reference in the same runtime); the fastest is saved. None passing raises
+   `QuantizationError`, which says by how many points the best attempt missed.
+5. The saved artefact is re-evaluated through `vitedge.runtimes` where it runs on this host,
+   and meta.json records method, calibration, the units kept in float, fp32/int8 top-1, drop,
+   parity, latency and the CPU's int8 features.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from vitedge.data import Split
+from vitedge.metrics import parity_metrics
+from vitedge.preprocess import Preprocess
+
+log = logging.getLogger("vitedge.quantize")
+
+CALIBRATE_METHODS = ("minmax", "percentile", "entropy")
+METHODS = ("auto", "dynamic", "static")
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+class QuantizationError(RuntimeError):
+    """No int8 variant met the accuracy budget. `shortfall` is how many points the best one missed by."""
+
+    def __init__(self, message: str, shortfall: float = math.nan, attempts: list | None = None):
+        super().__init__(message)
+        self.shortfall, self.attempts = shortfall, attempts or []
+
+
+@dataclass
+class QuantizeConfig:
+    max_drop: float = 1.0  # points of val top-1 an int8 artefact may lose against its fp32 source
+    calibration: int = 256  # training images that calibrate activation ranges (static variants)
+    calibrate_method: str = "minmax"  # minmax | percentile | entropy
+    method: str = "auto"  # auto: try dynamic and static | dynamic | static
+    variants: list[str] = field(default_factory=list)  # explicit variant names (override `method`)
+    optimize: str = "auto"  # ONNX: ORT transformer fusion before quantising: auto (try both) | on | off
+    max_fallback_steps: int = 6  # units the greedy fallback may keep in float before giving up
+    max_sensitivity_units: int = 64  # bound on the units ranked (one build each)
+    gate_samples: int = 0  # val images the gate uses (0 = all)
+    bench_batch: int = 32  # throughput batch (latency is batch 1)
+    bench_seconds: float = 0.5  # timing budget per measurement
+    # intra-op threads while timing (0 = every core this process may use). 1 by default: on a shared
+    # 2-core host, two OpenMP threads stall each other behind other jobs (100x slower torch calls,
+    # measured), and edge apps run a face model on one or two cores anyway
+    threads: int = 1
+    compile: bool = True  # torch: time under torch.compile (how PT2E int8 is meant to run)
+    build_engine: bool = True  # tensorrt: build the engine when TensorRT and a GPU are present
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.calibrate_method not in CALIBRATE_METHODS:
+            raise ValueError(f"calibrate_method '{self.calibrate_method}' is not one of {CALIBRATE_METHODS}")
+        if self.method not in METHODS:
+            raise ValueError(f"method '{self.method}' is not one of {METHODS}")
+        if self.max_drop < 0 or self.calibration < 1:
+            raise ValueError(f"need max_drop >= 0 and calibration >= 1, got {self.max_drop}, {self.calibration}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "QuantizeConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (d or {}).items() if k in known})
+
+
+@dataclass
+class Candidate:
+    """A built int8 model: `predict` for accuracy, `payload` for the backend (to time and save it)."""
+
+    variant: str
+    excluded: tuple[str, ...]
+    predict: Predict
+    payload: Any = None
+
+
+@dataclass
+class Attempt:
+    variant: str
+    excluded: list[str]
+    top1: float
+    drop: float  # points below fp32
+    parity: dict
+    passed: bool
+    seconds: float
+
+    def brief(self) -> str:
+        kept = f", {len(self.excluded)} unit(s) in float" if self.excluded else ""
+        return f"{self.variant}{kept}: top-1 {100 * self.top1:.2f} (drop {self.drop:+.2f})"
+
+
+class Backend:
+    """One int8 format. Subclasses implement `variants`, `build`, `save`; the rest has defaults.
+
+    Units are the layer groups the fallback can keep in float, named after the model's modules:
+    `patch_embed`, `blocks.{i}.attn`, `blocks.{i}.mlp`, `head` (see `model_units`).
+    """
+
+    fmt: str = ""
+    runs_here: bool = True  # can this host run the artefact (for timing and the final check)?
+
+    def __init__(self, model: torch.nn.Module, info: dict[str, Any], cfg: QuantizeConfig, calib: np.ndarray,
+                 work: Path):
+        self.model, self.info, self.cfg, self.calib, self.work = model.eval(), info, cfg, calib, work
+
+    def variants(self) -> list[str]:
+        raise NotImplementedError
+
+    def units(self, variant: str) -> list[str]:
+        return model_units(self.model)
+
+    def build(self, variant: str, exclude: tuple[str, ...]) -> Candidate:
+        raise NotImplementedError
+
+    def fast(self, cand: Candidate) -> Predict | None:
+        """How the artefact runs in deployment (for timing); None when it cannot run here."""
+        return cand.predict
+
+    def reference(self) -> Predict | None:
+        """The fp32 model in the same runtime, to time against. None: not measurable here."""
+        return None
+
+    def save(self, cand: Candidate, art_dir: Path) -> tuple[str, dict[str, Any]]:
+        """Write the artefact's model file into `art_dir`; return (file name, meta.json extras)."""
+        raise NotImplementedError
+
+    def describe(self, variant: str) -> dict[str, Any]:
+        """Method details for meta.json (quantiser, granularity, how to run it)."""
+        return {}
+
+
+# --------------------------------------------------------------------------- shared pieces
+def model_units(model: torch.nn.Module) -> list[str]:
+    depth = len(model.blocks)
+    return ["patch_embed", *[f"blocks.{i}.{part}" for i in range(depth) for part in ("attn", "mlp")], "head"]
+
+
+def unit_modules(model: torch.nn.Module, unit: str) -> list[str]:
+    """The module names a unit covers (the head unit includes the distillation head)."""
+    if unit == "head":
+        return [n for n in ("head", "head_dist") if getattr(model, n, None) is not None]
+    return [unit]
+
+
+def calibration_images(train: Split, pre: Preprocess, n: int, seed: int = 0) -> np.ndarray:
+    """`n` training images, stratified by class so rare classes are seen, preprocessed (no augmentation)."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(train.labels)
+    per_class = [rng.permutation(np.flatnonzero(train.labels == c)) for c in classes]
+    order = [idx for row in zip(*[np.resize(p, max(len(q) for q in per_class)) for p in per_class]) for idx in row]
+    picked = list(dict.fromkeys(order))[:n]  # round-robin over classes, no repeats
+    return pre(train.images[np.sort(picked)])
+
+
+def batched(predict: Predict, x: np.ndarray, batch: int = 128) -> np.ndarray:
+    return np.concatenate([predict(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def torch_predict(module: torch.nn.Module) -> Predict:
+    def predict(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(np.ascontiguousarray(x))).float().numpy()
+
+    return predict
+
+
+def top1(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((logits.argmax(1) == labels).mean())
+
+
+def timing(predict: Predict, x: np.ndarray, cfg: QuantizeConfig) -> dict[str, Any]:
+    """Batch-1 latency and batch-N throughput with the shared bench protocol, on a small budget."""
+    from vitedge.bench import BenchConfig, benchmark
+
+    bench = BenchConfig(warmup=3, warmup_seconds=0.0, min_iters=10, max_iters=400, max_seconds=cfg.bench_seconds,
+                        time_cap=max(5.0, 4 * cfg.bench_seconds), batch_sizes=(cfg.bench_batch,),
+                        throughput_min_iters=3, throughput_max_seconds=cfg.bench_seconds)
+    r = benchmark(predict, x, bench)
+    tp = r["throughput"][0]
+    return {"bs1_ms": r["latency_ms"]["p50"], "bs1_p90_ms": r["latency_ms"]["p90"],
+            f"bs{cfg.bench_batch}_ms": tp["latency_ms"]["p50"], "images_per_s": tp["images_per_s"],
+            "n": r["latency_ms"]["n"]}
+
+
+# --------------------------------------------------------------------------- the gate
+class Gate:
+    """Accuracy of candidates against the fp32 reference on (part of) the validation split."""
+
+    def __init__(self, ref_logits: np.ndarray, x: np.ndarray, labels: np.ndarray, max_drop: float):
+        self.ref_logits, self.x, self.labels, self.max_drop = ref_logits, x, labels, max_drop
+        self.fp32_top1 = top1(ref_logits, labels)
+        self.attempts: list[Attempt] = []
+
+    def check(self, cand: Candidate, t0: float) -> tuple[Attempt, np.ndarray]:
+        logits = batched(cand.predict, self.x)
+        acc = top1(logits, self.labels)
+        drop = 100 * (self.fp32_top1 - acc)
+        a = Attempt(cand.variant, list(cand.excluded), acc, drop, parity_metrics(logits, self.ref_logits),
+                    drop <= self.max_drop + 1e-9, round(time.perf_counter() - t0, 2))
+        self.attempts.append(a)
+        log.info("%s -> %s", a.brief(), "pass" if a.passed else "fail")
+        return a, logits
+
+    def kl(self, cand: Candidate) -> float:
+        return parity_metrics(batched(cand.predict, self.x), self.ref_logits)["kl"]
+
+
+def sensitivity(backend: Backend, variant: str, gate: Gate, limit: int) -> dict[str, float]:
+    """Each unit quantised alone (all others float): KL of its logits from fp32. Higher = more sensitive."""
+    units = backend.units(variant)[:limit]
+    scores = {}
+    for u in units:
+        cand = backend.build(variant, tuple(v for v in units if v != u))
+        scores[u] = gate.kl(cand)
+    return dict(sorted(scores.items(), key=lambda kv: -kv[1]))
+
+
+def gate_variant(backend: Backend, variant: str, gate: Gate, cfg: QuantizeConfig
+                 ) -> tuple[Candidate | None, Attempt, dict[str, float]]:
+    """Everything quantised; if that fails, the greedy fallback. Returns (passing candidate or None,
+    the last attempt, the sensitivity ranking if one was needed)."""
+    t0 = time.perf_counter()
+    cand = backend.build(variant, ())
+    attempt, _ = gate.check(cand, t0)
+    if attempt.passed or cfg.max_fallback_steps <= 0:
+        return (cand if attempt.passed else None), attempt, {}
+    ranking = sensitivity(backend, variant, gate, cfg.max_sensitivity_units)
+    log.info("%s: sensitivity (KL vs fp32, one unit quantised at a time): %s", variant,
+             ", ".join(f"{u} {s:.2e}" for u, s in ranking.items()))
+    excluded: list[str] = []
+    best = attempt
+    for unit in list(ranking)[:cfg.max_fallback_steps]:
+        excluded.append(unit)
+        t0 = time.perf_counter()
+        cand = backend.build(variant, tuple(excluded))
+        attempt, _ = gate.check(cand, t0)
+        best = min(best, attempt, key=lambda a: a.drop)
+        if attempt.passed:
+            return cand, attempt, ranking
+    return None, best, ranking
+
+
+# --------------------------------------------------------------------------- the recipe
+def quantize_to_artefact(backend_cls: type[Backend], model: torch.nn.Module, info: dict[str, Any],
+                         splits: dict[str, Split], cfg: QuantizeConfig, art_dir: Path) -> dict[str, Any]:
+    """Run the recipe (module docstring) with one backend; write `art_dir` (model file + meta.json).
+
+    Returns the meta.json dict. Raises QuantizationError when no variant meets the budget.
+    """
+    from vitedge.export.common import META, write_meta
+    from vitedge.sysinfo import machine_info
+
+    pre = Preprocess.from_dict(info["preprocess"])
+    threads = cfg.threads or _cores()
+    torch.set_num_threads(threads)
+    val = splits["val"]
+    if cfg.gate_samples and cfg.gate_samples < len(val):
+        val = val.subset(np.random.default_rng(cfg.seed).permutation(len(val))[:cfg.gate_samples])
+    x_val = pre(val.images)
+    ref_logits = batched(torch_predict(model), x_val)
+    gate = Gate(ref_logits, x_val, val.labels, cfg.max_drop)
+    calib = calibration_images(splits["train"], pre, cfg.calibration, cfg.seed)
+    t_start = time.perf_counter()
+
+    with tempfile.TemporaryDirectory(prefix="vitedge-quantize-") as work:
+        backend = backend_cls(model, info, cfg, calib, Path(work))
+        passing: list[tuple[Candidate, Attempt, dict]] = []
+        rankings: dict[str, dict[str, float]] = {}
+        for variant in backend.variants():
+            cand, attempt, ranking = gate_variant(backend, variant, gate, cfg)
+            if ranking:
+                rankings[variant] = ranking
+            if cand is not None:
+                passing.append((cand, attempt, {}))
+        if not passing:
+            best = min(gate.attempts, key=lambda a: a.drop)
+            shortfall = best.drop - cfg.max_drop
+            raise QuantizationError(
+                f"{backend.fmt} int8: no variant keeps val top-1 within {cfg.max_drop:.2f} points of fp32 "
+                f"({100 * gate.fp32_top1:.2f}); the best, {best.brief()}, misses by {shortfall:.2f} points "
+                f"after up to {cfg.max_fallback_steps} fallback step(s). Raise quantize.max_drop or "
+                f"quantize.max_fallback_steps, or try another calibrate_method.", shortfall, gate.attempts)
+
+        # speed: the fp32 reference and every passing variant, in the runtime that deploys it
+        x_bench = x_val[:max(cfg.bench_batch, 1)]
+        ref_fast = backend.reference()
+        fp32_speed = timing(ref_fast, x_bench, cfg) if ref_fast is not None else None
+        for i, (cand, attempt, _) in enumerate(passing):
+            fast = backend.fast(cand)
+            passing[i] = (cand, attempt, timing(fast, x_bench, cfg) if fast is not None else {})
+        # fastest at batch 1 (the edge case); unmeasurable ones keep the backend's preference order
+        cand, attempt, speed = min(passing, key=lambda p: p[2].get("bs1_ms", math.inf))
+
+        art_dir.mkdir(parents=True, exist_ok=True)
+        (art_dir / META).unlink(missing_ok=True)  # an old meta.json must not vouch for a half-written artefact
+        file_name, extras = backend.save(cand, art_dir)
+        final = _final_check(art_dir, file_name, backend, gate, x_val, info, extras)
+
+    record = {
+        "method": backend.describe(cand.variant),
+        "variant": cand.variant,
+        "calibration": {"images": len(calib), "source": "train split, stratified, no augmentation",
+                        "method": cfg.calibrate_method, "seed": cfg.seed},
+        "gate": {"split": "val", "n": len(x_val), "max_drop_points": cfg.max_drop},
+        "fp32_top1": gate.fp32_top1, "int8_top1": attempt.top1, "drop_points": attempt.drop,
+        "excluded_units": list(cand.excluded), "kept_float": list(cand.excluded),
+        "parity": attempt.parity, "final_check": final,
+        "sensitivity": rankings.get(cand.variant, {}),
+        "latency": {"fp32": fp32_speed, "int8": speed, "threads": threads, "batch": cfg.bench_batch,
+                    **_speedup(fp32_speed, speed)},
+        "variants": [{"variant": v, "passed": any(a.variant == v and a.passed for a in gate.attempts),
+                      "timing": next((s for c, a, s in passing if c.variant == v), None)}
+                     for v in dict.fromkeys(a.variant for a in gate.attempts)],
+        "attempts": [asdict(a) for a in gate.attempts],
+        "cpu_features": machine_info()["cpu"]["features"],
+        "seconds": round(time.perf_counter() - t_start, 1),
+        "config": asdict(cfg),
+    }
+    return write_meta(art_dir, backend.fmt, "int8", file_name, info, record["seconds"], quantization=record, **extras)
+
+
+def _speedup(fp32: dict | None, int8: dict | None) -> dict[str, Any]:
+    if not fp32 or not int8:
+        return {"speedup_bs1": None, "faster_than_fp32": None}
+    s = fp32["bs1_ms"] / int8["bs1_ms"]
+    return {"speedup_bs1": round(s, 3), "speedup_batch": round(int8["images_per_s"] / fp32["images_per_s"], 3),
+            "faster_than_fp32": bool(s > 1.0)}
+
+
+def _final_check(art_dir: Path, file_name: str, backend: Backend, gate: Gate, x_val: np.ndarray,
+                 info: dict[str, Any], extras: dict[str, Any]) -> dict[str, Any]:
+    """Check the saved file itself: the exporter's own checks (spec, weights read back, parity on
+    random inputs) and, where it runs here, val top-1 through vitedge.runtimes (what deployment loads)."""
+    from vitedge import runtimes
+    from vitedge.export import verify_artefact
+    from vitedge.export.common import write_meta
+
+    # a provisional meta.json lets the checks load the artefact; the final one replaces it
+    meta = write_meta(art_dir, backend.fmt, "int8", file_name, info, 0.0, **extras)
+    checks: dict[str, Any] = {"export_checks": verify_artefact(art_dir, backend.model, meta)}
+    if not backend.runs_here:
+        checks["skipped"] = (f"{backend.fmt} artefacts do not run on this host; gated on "
+                             f"{backend.describe('').get('evaluated_with', 'an emulation')}")
+        return checks
+    try:
+        rt = runtimes.load(art_dir, runtime="auto", device="cpu")
+    except runtimes.RuntimeUnavailable as exc:
+        return {**checks, "skipped": str(exc)}
+    acc = top1(batched(rt.predict, x_val), gate.labels)
+    drop = 100 * (gate.fp32_top1 - acc)
+    if drop > gate.max_drop + 1e-9:
+        raise QuantizationError(f"{art_dir}: the saved artefact scores {100 * acc:.2f} on val, {drop:.2f} points "
+                                f"below fp32 (budget {gate.max_drop}): it differs from the model that passed the gate",
+                                drop - gate.max_drop)
+    return {**checks, "runtime": rt.name, "top1": acc, "drop_points": drop}
+
+
+def _cores() -> int:
+    from vitedge.bench import available_cores
+
+    return available_cores()
+
+
+def copy_file(src: Path, dest: Path) -> Path:
+    from vitedge.io import atomic_path
+
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+    return dest

@@ -1,0 +1,315 @@
+"""ONNX Runtime int8: dynamic and static (QDQ) quantisation with `onnxruntime.quantization`.
+
+Variants (the gate keeps the fastest that passes):
+
+- `dynamic`: int8 per-channel weights, activations quantised per call (uint8), MatMul/Gemm with
+  constant weights only, so attention's activation-by-activation products stay float.
+- `static-<calib>`: QDQ, int8 per-channel weights, uint8 activations (u8s8: what x86 VNNI
+  kernels want), ranges calibrated once on training images (MinMax / Percentile / Entropy) and
+  cached, so the sensitivity search re-uses them. MatMul/Gemm/Conv only: FINDINGS measured that
+  quantising every op of a ViT (Softmax, LayerNorm, GELU, residual Adds) wrecks it.
+- `static-all-<calib>`: every op ORT can quantise. Opt-in (`quantize.variants`): the deliberately
+  sensitive configuration the fallback exists for.
+- `+fused`: the same after ONNX Runtime's transformer optimiser (LayerNorm+residual,
+  bias+GELU fusions): tried because it may make int8 pay off where the unfused graph does not.
+
+Units for the fallback are found in the graph itself: in a pre-norm ViT every block has two
+LayerNorms, and a node belongs to the segment after the last norm that precedes it (any
+topological order keeps a block's nodes between its norms), so node -> `blocks.i.attn` etc.
+needs no names from the exporter.
+
+`TensorRTBackend` is the explicitly quantised ONNX that TensorRT fuses: Q/DQ in front of
+MatMul/Gemm/Conv inputs only, symmetric int8 activations and per-channel weights (zero points
+0), plain ONNX ops (no ORT fusion). NVIDIA Model Optimizer (`nvidia-modelopt[onnx]`) would be
+the first choice, but it pins onnxruntime-gpu 1.24 and onnx 1.21, which would replace this
+environment's onnxruntime/onnx; so the same placement is made with ORT's QDQ quantiser.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitedge.quantize.core import Backend, Candidate, copy_file
+
+log = logging.getLogger("vitedge.quantize")
+
+NORM_OPS = ("LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization",
+            "SkipSimplifiedLayerNormalization")
+GEMM_OPS = ["MatMul", "Gemm", "Conv"]
+DYNAMIC_OPS = ["MatMul", "Gemm", "Attention"]  # Attention: the fused op, when the optimiser made one
+
+
+def _calibrate_method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+            "entropy": CalibrationMethod.Entropy}[name]
+
+
+class _Reader:
+    """CalibrationDataReader over preprocessed images, in small batches."""
+
+    def __init__(self, x: np.ndarray, input_name: str, batch: int = 32):
+        self.batches = [{input_name: x[i:i + batch]} for i in range(0, len(x), batch)]
+        self.i = 0
+
+    def get_next(self) -> dict | None:
+        self.i += 1
+        return self.batches[self.i - 1] if self.i <= len(self.batches) else None
+
+    def rewind(self) -> None:
+        self.i = 0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def node_units(proto, depth: int) -> dict[str, str]:
+    """ONNX node name -> unit (`patch_embed`, `blocks.i.attn|mlp`, `head`), by LayerNorm position.
+
+    Falls back to one unit per quantisable node when the norms do not count 2 * depth + 1.
+    """
+    norms = [n for n in proto.graph.node if n.op_type in NORM_OPS]
+    if len(norms) != 2 * depth + 1:
+        log.warning("found %d norms, expected %d: the fallback works node by node", len(norms), 2 * depth + 1)
+        return {n.name: n.name for n in proto.graph.node if n.op_type in GEMM_OPS}
+    units, k = {}, -1
+    for n in proto.graph.node:
+        if n.op_type in NORM_OPS:
+            k += 1
+        units[n.name] = ("patch_embed" if k < 0 else "head" if k == 2 * depth
+                         else f"blocks.{k // 2}.{'attn' if k % 2 == 0 else 'mlp'}")
+    return units
+
+
+def session(path: str | Path, threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return lambda x: sess.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+class OnnxBackend(Backend):
+    fmt = "onnx"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        import onnx
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        from vitedge.export.onnx import export_onnx, optimize_onnx
+
+        fp32 = export_onnx(self.model, self.work / "fp32.onnx", self.info)
+        # symbolic shape inference trips over some exporters' graphs (FINDINGS); ONNX shape inference suffices
+        self.graphs = {"": self.work / "plain.onnx"}
+        quant_pre_process(str(fp32), str(self.graphs[""]), skip_symbolic_shape=True)
+        _drop_initializer_shapes(self.graphs[""])
+        if self.cfg.optimize != "off" and self.fusion_allowed:
+            fused = copy_file(self.graphs[""], self.work / "fused.onnx")
+            record = optimize_onnx(fused, self.info["config"], mode="on")
+            if record["applied"]:
+                self.graphs["+fused"] = fused
+                self.fusion = record["fused"]
+            if self.cfg.optimize == "on" and "+fused" in self.graphs:
+                del self.graphs[""]
+        self.fp32_path = fp32
+        self.metadata = {p.key: p.value for p in onnx.load(str(fp32), load_external_data=False).metadata_props}
+        depth = self.info["config"]["depth"]
+        self.units_of = {g: node_units(onnx.load(str(p)), depth) for g, p in self.graphs.items()}
+        self.threads = self.cfg.threads or _threads()
+        self.n_builds = 0
+
+    fusion_allowed = True
+    fusion: dict = {}
+
+    # ------------------------------------------------------------------ variants
+    def variants(self) -> list[str]:
+        if self.cfg.variants:
+            return list(self.cfg.variants)
+        kinds = {"auto": ["dynamic", "static"], "dynamic": ["dynamic"], "static": ["static"]}[self.cfg.method]
+        names = ["dynamic" if k == "dynamic" else f"static-{self.cfg.calibrate_method}" for k in kinds]
+        return [n + g for n in names for g in self.graphs]
+
+    def _parse(self, variant: str) -> tuple[str, str, str | None]:
+        """'static-all-entropy+fused' -> (kind 'static-all', graph '+fused', calib 'entropy')."""
+        base, _, fused = variant.partition("+")
+        graph = "+" + fused if fused else ""
+        if graph not in self.graphs:
+            raise ValueError(f"variant '{variant}': graph '{graph or 'plain'}' is not available "
+                             f"(optimize={self.cfg.optimize}; the optimiser fused {self.fusion or 'nothing'})")
+        if base == "dynamic":
+            return "dynamic", graph, None
+        for kind in ("static-all", "static-trt", "static"):
+            if base.startswith(kind + "-") or base == kind:
+                calib = base[len(kind) + 1:] or self.cfg.calibrate_method
+                return kind, graph, calib
+        raise ValueError(f"unknown ONNX int8 variant '{variant}' (dynamic | static-<calib> | static-all-<calib>, "
+                         "optionally +fused)")
+
+    def units(self, variant: str) -> list[str]:
+        _, graph, _ = self._parse(variant)
+        return list(dict.fromkeys(self.units_of[graph].values()))
+
+    # ------------------------------------------------------------------ build
+    def build(self, variant: str, exclude: tuple[str, ...]) -> Candidate:
+        path = self.quantize(variant, exclude, self.work / f"q{self.n_builds}.onnx")
+        self.n_builds += 1
+        return Candidate(variant, tuple(exclude), session(path, self.threads), payload=path)
+
+    def quantize(self, variant: str, exclude: tuple[str, ...], out: Path) -> Path:
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+        kind, graph, calib = self._parse(variant)
+        src = self.graphs[graph]
+        skip = [n for n, u in self.units_of[graph].items() if u in set(exclude)]
+        if kind == "dynamic":
+            quantize_dynamic(str(src), str(out), op_types_to_quantize=DYNAMIC_OPS, per_channel=True,
+                             weight_type=QuantType.QInt8, nodes_to_exclude=skip,
+                             extra_options={"MatMulConstBOnly": True})
+            return out
+        ops, act, options = self.static_options(kind)
+        # ranges are calibrated once per (graph, op set, method) and cached for the fallback's rebuilds
+        cache = self.work / f"calib{graph}-{kind}-{calib}.json"
+        quantize_static(str(src), str(out), _Reader(self.calib, "input"), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=ops, per_channel=True, activation_type=act,
+                        weight_type=QuantType.QInt8, nodes_to_exclude=skip,
+                        calibrate_method=_calibrate_method(calib), calibration_cache_path=cache,
+                        extra_options=options)
+        return out
+
+    def static_options(self, kind: str) -> tuple[list[str] | None, Any, dict]:
+        from onnxruntime.quantization import QuantType
+
+        # u8 activations / s8 weights: the combination x86 int8 kernels (VNNI, AMX) run natively
+        return (None if kind == "static-all" else GEMM_OPS), QuantType.QUInt8, {}
+
+    # ------------------------------------------------------------------ speed and saving
+    def reference(self):
+        return session(self.fp32_path, self.threads)
+
+    def save(self, cand: Candidate, art_dir: Path) -> tuple[str, dict[str, Any]]:
+        self._write(cand.payload, art_dir / "model.onnx")
+        return "model.onnx", {"opset": _opset(art_dir / "model.onnx")}
+
+    def _write(self, src: Path, dest: Path) -> None:
+        """Copy with the fp32 file's vitedge metadata (classes, preprocess ...), precision int8."""
+        import onnx
+
+        from vitedge.io import atomic_path
+
+        proto = onnx.load(str(src))
+        del proto.metadata_props[:]
+        for k, v in {**self.metadata, "vitedge.precision": "int8"}.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
+        with atomic_path(dest, suffix=".onnx") as tmp:
+            onnx.save_model(proto, str(tmp), save_as_external_data=False)
+
+    def describe(self, variant: str) -> dict[str, Any]:
+        if not variant:
+            return {}
+        import onnxruntime
+
+        kind, graph, calib = self._parse(variant)
+        d = {"quantiser": f"onnxruntime.quantization {onnxruntime.__version__}", "weights": "int8 per-channel",
+             "graph": "ORT transformer-optimised (" + ", ".join(f"{k} x{v}" for k, v in self.fusion.items()) + ")"
+             if graph else "exported graph after quant_pre_process"}
+        if kind == "dynamic":
+            d.update(kind="dynamic", activations="uint8, quantised per call", ops=DYNAMIC_OPS,
+                     note="MatMul with constant weights only (MatMulConstBOnly)")
+        else:
+            ops, act, options = self.static_options(kind)
+            d.update(kind="static QDQ", activations=f"{'int8 symmetric' if options.get('ActivationSymmetric') else 'uint8'}"
+                     f", calibrated ({calib})", ops=ops or "all ORT-quantisable ops", extra_options=options)
+        d["run_with"] = "onnxruntime CPUExecutionProvider (any ORT build)"
+        return d
+
+
+class TensorRTBackend(OnnxBackend):
+    """Q/DQ ONNX for TensorRT's explicit quantisation; the engine is built only on a GPU host with TensorRT."""
+
+    fmt = "tensorrt"
+    fusion_allowed = False  # TensorRT parses standard ONNX only (no com.microsoft fused ops)
+
+    def variants(self) -> list[str]:
+        return list(self.cfg.variants) or [f"static-trt-{self.cfg.calibrate_method}"]
+
+    def static_options(self, kind: str) -> tuple[list[str] | None, Any, dict]:
+        from onnxruntime.quantization import QuantType
+
+        # TensorRT: int8 symmetric (zero point 0) activations and weights, Q/DQ on GEMM inputs only,
+        # one Q/DQ pair per consumer so each fusion sees its own (as Model Optimizer places them)
+        # biases stay float: TensorRT adds them in the GEMM epilogue and has no int32 DequantizeLinear
+        return GEMM_OPS, QuantType.QInt8, {"ActivationSymmetric": True, "WeightSymmetric": True,
+                                           "DedicatedQDQPair": True, "QuantizeBias": False}
+
+    def save(self, cand: Candidate, art_dir: Path) -> tuple[str, dict[str, Any]]:
+        self._write(cand.payload, art_dir / "model.onnx")
+        extras: dict[str, Any] = {"onnx": "model.onnx", "opset": _opset(art_dir / "model.onnx")}
+        file_name = "model.onnx"
+        from vitedge.export.tensorrt import DEFAULT_PROFILE, TIMING_CACHE, build_engine, host_engine_key, tensorrt_available
+
+        ok, why = tensorrt_available() if self.cfg.build_engine else (False, "disabled (quantize.build_engine: false)")
+        if ok:
+            engine = build_engine(art_dir / "model.onnx", art_dir, "int8", DEFAULT_PROFILE, art_dir / TIMING_CACHE,
+                                  int8_qdq=True)
+            lo, opt, hi = DEFAULT_PROFILE
+            file_name = engine.name
+            extras.update(engine_key=host_engine_key(), profile={"min": lo, "opt": opt, "max": hi}, max_batch=hi,
+                          timing_cache=TIMING_CACHE)
+        else:
+            extras["engine"] = {"skipped": why, "build_on_gpu": "vitedge.export.tensorrt.ensure_engine(ARTEFACT_DIR)"}
+        return file_name, extras
+
+    # the engine is judged on the GPU (validate stage); here the Q/DQ graph is gated with ORT's CPU kernels
+    runs_here = False
+
+    def describe(self, variant: str) -> dict[str, Any]:
+        d = super().describe(variant) if variant else {}
+        d.update(placement="Q/DQ on MatMul/Gemm/Conv inputs (TensorRT explicit quantisation)",
+                 evaluated_with="the Q/DQ ONNX on ONNX Runtime CPU (same quantisation grid as TensorRT; "
+                                "engine kernels may round differently: re-validate the engine on the GPU)",
+                 modelopt="not used: nvidia-modelopt[onnx] requires onnxruntime-gpu~=1.24 and onnx 1.21, "
+                          "which would replace this environment's onnxruntime 1.31 / onnx 1.23",
+                 run_with="TensorRT 10 (strongly typed network from the Q/DQ ONNX)")
+        return d
+
+    def fast(self, cand: Candidate):
+        return None  # CPU timings say nothing about a TensorRT engine
+
+    def reference(self):
+        return None
+
+
+def _drop_initializer_shapes(path: Path) -> None:
+    """Remove value_info entries of initializers. The dynamo exporter writes them; ORT's dynamic
+    quantiser rewrites Gemm(transB) as MatMul with the weight transposed in place, and the stale
+    (out, in) shape then fails its own shape inference ("differ in dimension 0")."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    names = {i.name for i in proto.graph.initializer}
+    keep = [v for v in proto.graph.value_info if v.name not in names]
+    del proto.graph.value_info[:]
+    proto.graph.value_info.extend(keep)
+    onnx.save_model(proto, str(path))
+
+
+def _opset(path: Path) -> int:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _threads() -> int:
+    from vitedge.bench import available_cores
+
+    return available_cores()

@@ -1,0 +1,309 @@
+"""Validate one artefact on one deployment target: accuracy, parity with PyTorch fp32, latency, memory.
+
+    python -m vitedge.validate --artefact results/default/artefacts/student/onnx-int8 \
+        --reference results/default/models/student.pt --target runtimes/cpu.yaml \
+        --data results/default/data --out results/default/validation/student-onnx-int8@cpu.json
+
+For every entry of the target that runs this artefact (runtimes/<target>.yaml), one row:
+
+- accuracy on the test split (top-1, macro-F1, per class, confusion matrix);
+- parity with the PyTorch fp32 reference checkpoint of the same model, on the *same*
+  preprocessed inputs (the artefact's recorded preprocessing): top-1 agreement, max/mean
+  |delta logit|, KL(reference || artefact), and the top-1 drop against the reference;
+- latency at batch 1 (p50/p90/p99) and throughput at larger batches with the protocol of
+  `vitedge.bench`, peak memory while loading and benchmarking, artefact size, load time;
+- where and how it was measured: `sysinfo.machine_info()`, threads, runtime version, and the
+  host's load average around the timing (latencies from a busy host are noise; the report says so);
+- gate verdicts (max top-1 drop, min agreement; looser per precision if configured).
+
+Rows never raise: a requirement the host lacks, or `RuntimeUnavailable`, gives
+`status: skipped` with the reason; anything else going wrong gives `status: failed`. The
+file-level `status` is failed if any row failed, ok if any ran, else skipped.
+
+Exit status: 0 when the JSON is written and nothing failed a gate, 1 when it is written but
+a row failed or missed a gate, 2 when it cannot be written (bad arguments, no data).
+`--exit-zero` makes 1 into 0: the workflow records verdicts per job and fails at the end,
+after the report, instead of stopping at the first bad artefact.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitedge.bench import BenchConfig, PeakMemory, available_cores, benchmark, cuda_event_timer
+from vitedge.io import read_json, sha256_file, write_json
+from vitedge.metrics import classification_metrics, parity_metrics
+from vitedge.preprocess import Preprocess
+from vitedge.targets import Entry, Target, artefact_key, load_target, unmet
+
+log = logging.getLogger("vitedge.validate")
+SCHEMA = "vitedge-validation/1"
+EVAL_BATCH = 128
+BENCH_INPUTS = 64  # distinct real faces cycled through by the benchmark
+
+
+# --------------------------------------------------------------------------- gates
+@dataclass(frozen=True)
+class Gates:
+    """Deployment gates against the fp32 reference. `by_precision` loosens (or tightens) them per
+    precision: int8 is allowed to lose more than fp16."""
+
+    max_accuracy_drop: float | None = 0.02  # absolute top-1 (0.02 = 2 points)
+    min_agreement: float | None = 0.95  # share of test images with the reference's top-1 class
+    by_precision: dict[str, dict[str, float]] | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "Gates":
+        d = dict(d or {})
+        unknown = set(d) - {"max_accuracy_drop", "min_agreement", "by_precision"}
+        if unknown:
+            raise ValueError(f"unknown gate(s) {sorted(unknown)}")
+        return cls(**d)
+
+    def for_precision(self, precision: str) -> dict[str, float | None]:
+        base = {"max_accuracy_drop": self.max_accuracy_drop, "min_agreement": self.min_agreement}
+        return {**base, **(self.by_precision or {}).get(precision, {})}
+
+    def check(self, row: dict[str, Any]) -> dict[str, Any]:
+        """{passed, failures, thresholds} for an ok row."""
+        limits = self.for_precision(row["precision"])
+        failures = []
+        drop, agree = row["accuracy_drop"], row["parity"]["top1_agreement"]
+        if limits["max_accuracy_drop"] is not None and drop > limits["max_accuracy_drop"] + 1e-12:
+            failures.append(f"top-1 drop {drop * 100:.2f} pts > {limits['max_accuracy_drop'] * 100:.2f} allowed")
+        if limits["min_agreement"] is not None and agree < limits["min_agreement"] - 1e-12:
+            failures.append(f"agreement {agree * 100:.2f}% < {limits['min_agreement'] * 100:.2f}% required")
+        return {"passed": not failures, "failures": failures, "thresholds": limits}
+
+
+# --------------------------------------------------------------------------- inputs
+def load_test(data_dir: str | Path, limit: int | None = None):
+    """The test split (and its manifest entry, for provenance), optionally its first `limit` images."""
+    from vitedge.data import load_splits
+
+    test = load_splits(data_dir, names=("test",))["test"]
+    if limit:
+        test = test.subset(np.arange(min(limit, len(test))))
+    entry = read_json(Path(data_dir) / "manifest.json")["splits"]["test"]
+    return test, {"dir": str(data_dir), "n": len(test), "sha256": entry.get("sha256", ""), "limit": limit}
+
+
+def predict_all(rt, x: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
+    return np.concatenate([rt.predict(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def _load_runtime(path: str | Path, entry: Entry, threads: int | None):
+    """The entry's runtime; an option its backend does not take (torch's dtype on ONNX Runtime) is
+    RuntimeUnavailable, i.e. a skipped row that says so."""
+    from vitedge import runtimes
+
+    return runtimes.load(path, runtime=entry.runtime, device=entry.device, threads=threads, **entry.options)
+
+
+# --------------------------------------------------------------------------- one row
+def _row_base(target: Target, entry: Entry, fmt: str, precision: str) -> dict[str, Any]:
+    return {"entry": entry.name, "runtime": entry.runtime, "device": entry.device, "threads": target.threads_for(entry),
+            "options": entry.options, "precision": entry.precision_override or precision,
+            "artefact_precision": precision, "stand_in": target.stand_in() if entry.device == "cpu" else "",
+            "status": "skipped", "reason": ""}
+
+
+def measure_entry(artefact: Path, entry: Entry, row: dict[str, Any], x: np.ndarray,
+                  bench: BenchConfig) -> np.ndarray | None:
+    """Load and benchmark one entry, then predict the whole test set; fill `row`'s measurements in place.
+
+    Returns the logits, or None (row skipped) when the runtime is unavailable here. Memory is
+    measured around loading and benchmarking only, before the reference model is in the process.
+    """
+    import gc
+
+    from vitedge.runtimes import RuntimeUnavailable
+
+    timer = cuda_event_timer() if entry.device.startswith("cuda") else None
+    load_before = _load_average()
+    try:
+        t0 = time.perf_counter()
+        with PeakMemory(entry.device) as mem:
+            rt = _load_runtime(artefact, entry, row["threads"])
+            load_s = time.perf_counter() - t0
+            perf = benchmark(rt.predict, x[:BENCH_INPUTS], bench, timer=timer)
+    except RuntimeUnavailable as exc:
+        row["reason"] = str(exc)
+        return None
+    host_load = {"before": load_before, "after": _load_average()}
+    logits = predict_all(rt, x)
+    row.update({"status": "ok", "runtime_info": rt.info(), "size_bytes": int(rt.meta.get("size_bytes", 0)),
+                "load_seconds": round(load_s, 4), **perf, "memory": mem.result, "host_load": host_load})
+    del rt
+    gc.collect()  # the next entry's memory is measured from here
+    return logits
+
+
+def score_row(row: dict[str, Any], logits: np.ndarray, labels: np.ndarray, classes: list[str], ref_logits: np.ndarray,
+              ref_metrics: dict[str, Any], gates: Gates) -> None:
+    """Accuracy, parity with the reference, and the gate verdict of a measured row."""
+    acc = classification_metrics(logits, labels, classes)
+    row.update({"accuracy": acc,
+                "reference_accuracy": {"top1": ref_metrics["top1"], "macro_f1": ref_metrics["macro_f1"]},
+                "accuracy_drop": ref_metrics["top1"] - acc["top1"],
+                "parity": parity_metrics(logits, ref_logits)})
+    row["gate"] = gates.check(row)
+
+
+def _load_average() -> float | None:
+    """1-minute load average: a busy host makes latencies meaningless, so every row records it."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # Windows
+        return None
+
+
+# --------------------------------------------------------------------------- one artefact x target
+def validate(artefact: str | Path, reference: str | Path, target: str | Path | Target, data: str | Path,
+             bench: dict[str, Any] | None = None, gates: Gates | dict | None = None,
+             limit: int | None = None) -> dict[str, Any]:
+    """Validate `artefact` on `target` against the fp32 `reference` checkpoint; returns the result dict."""
+    from vitedge.runtimes import describe
+    from vitedge.sysinfo import describe as describe_machine
+    from vitedge.sysinfo import machine_info
+
+    t_start = time.perf_counter()
+    target = target if isinstance(target, Target) else load_target(target)
+    gates = gates if isinstance(gates, Gates) else Gates.from_dict(gates)
+    bench_cfg = target.bench.merged(bench)
+    artefact = Path(artefact)
+    _, meta = describe(artefact)  # ArtefactError propagates: there is nothing to validate
+    fmt, precision = artefact_key(meta["format"], meta["precision"]).split("-")
+    result: dict[str, Any] = {
+        "schema": SCHEMA, "model": meta.get("model_name") or artefact.stem, "format": fmt, "precision": precision,
+        "target": target.name, "target_description": target.description, "target_file": str(target.path),
+        "artefact": str(artefact), "reference": str(reference), "gates": {
+            "max_accuracy_drop": gates.max_accuracy_drop, "min_agreement": gates.min_agreement,
+            "by_precision": gates.by_precision or {}},
+    }
+    entries = target.entries_for(fmt, precision)
+    rows = [_row_base(target, e, fmt, precision) for e in entries]
+    for e, row in zip(entries, rows):
+        row["reason"] = unmet({**target.requires, **e.requires}) or ""
+    runnable = [(e, r) for e, r in zip(entries, rows) if not r["reason"]]
+    if not entries:
+        result["reason"] = (f"target {target.name} runs none of its entries on {fmt}-{precision} artefacts "
+                            f"({target.path} lists {', '.join(target.artefacts())})")
+    if runnable:
+        # the artefact's own recorded preprocessing makes the inputs; the reference gets the very same
+        test, result["data"] = load_test(data, limit)
+        pre = Preprocess.from_dict(meta["preprocess"])
+        x, classes = pre(test.images), list(meta["classes"])
+        measured = []
+        for e, row in runnable:
+            try:
+                logits = measure_entry(artefact, e, row, x, bench_cfg)
+                if logits is not None:
+                    measured.append((row, logits))
+            except Exception as exc:  # noqa: BLE001 - a broken artefact is a result, not a crash
+                log.error("%s on %s (%s) failed:\n%s", artefact, target.name, e.name, traceback.format_exc())
+                row.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
+        if measured:
+            ref_logits, ref_pre, ref_classes = reference_logits(reference, x)
+            if ref_classes != classes:
+                raise ValueError(f"reference classes {ref_classes} differ from the artefact's {classes}")
+            if ref_pre != pre:
+                result["reference_note"] = (f"the artefact's preprocessing {pre} differs from the reference's "
+                                            f"{ref_pre}; both were fed the artefact's")
+            result["reference_sha256"] = sha256_file(reference)
+            ref_metrics = classification_metrics(ref_logits, test.labels, classes)
+            for row, logits in measured:
+                score_row(row, logits, test.labels, classes, ref_logits, ref_metrics, gates)
+    for row in rows:
+        if row["status"] == "failed":
+            row["gate"] = {"passed": False, "failures": [f"failed: {row['reason']}"]}
+    result["rows"] = rows
+    result.update(_summarise(rows, result.get("reason", "")))
+    result["machine"] = machine_info()
+    result["machine_line"] = describe_machine(result["machine"])
+    result["seconds"] = round(time.perf_counter() - t_start, 2)
+    result["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return result
+
+
+def reference_logits(reference: str | Path, x: np.ndarray) -> tuple[np.ndarray, Preprocess, list[str]]:
+    """The PyTorch fp32 checkpoint's logits on `x`, on the CPU (the reference must not depend on the
+    target), with its recorded preprocessing and classes for the caller to check.
+
+    Threads are set to the cores this process may use: under Snakemake, OMP_NUM_THREADS is the
+    rule's `threads`, which can exceed the machine's cores (`--cores 8` on a 2-core laptop)."""
+    from vitedge import runtimes
+
+    ref = runtimes.load(reference, runtime="torch", device="cpu", threads=available_cores())
+    return predict_all(ref, x), ref.preprocess, list(ref.classes)
+
+
+def _summarise(rows: list[dict[str, Any]], reason: str) -> dict[str, Any]:
+    statuses = {r["status"] for r in rows}
+    status = "failed" if "failed" in statuses else "ok" if "ok" in statuses else "skipped"
+    if status != "ok" and not reason:
+        reason = "; ".join(dict.fromkeys(f"{r['entry']}: {r['reason']}" for r in rows if r["status"] == status))
+    verdicts = [r["gate"] for r in rows if "gate" in r]
+    failures = [f"{r['entry']}: {f}" for r in rows for f in r.get("gate", {}).get("failures", [])]
+    return {"status": status, "reason": reason,
+            "gate": {"passed": all(v["passed"] for v in verdicts) if verdicts else None, "failures": failures}}
+
+
+# --------------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vitedge.validate", description=__doc__.splitlines()[0])
+    p.add_argument("--artefact", required=True, type=Path,
+                   help="artefact dir / meta.json / model file, or a .pt checkpoint")
+    p.add_argument("--reference", required=True, type=Path,
+                   help="the model's PyTorch fp32 checkpoint (models/<model>.pt)")
+    p.add_argument("--target", required=True, help="runtimes/<target>.yaml, or a target name")
+    p.add_argument("--data", required=True, type=Path, help="folder written by `python -m vitedge.data`")
+    p.add_argument("--out", required=True, type=Path, help="validation JSON to write")
+    p.add_argument("--gates-json", default="{}", help='e.g. {"max_accuracy_drop": 0.02, "min_agreement": 0.95}')
+    p.add_argument("--bench-json", default="{}", help="vitedge.bench.BenchConfig fields overriding the target's")
+    p.add_argument("--limit", type=int, help="only the first N test images (quick checks)")
+    p.add_argument("--exit-zero", action="store_true", help="exit 0 even when a row failed or missed a gate")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    from vitedge.runtimes import ArtefactError
+
+    try:
+        result = validate(args.artefact, args.reference, args.target, args.data, bench=json.loads(args.bench_json),
+                          gates=json.loads(args.gates_json), limit=args.limit)
+    except (ArtefactError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    write_json(args.out, result)
+    for row in result["rows"]:
+        print(format_row(result, row))
+    if not result["rows"]:
+        print(f"{result['model']} {result['format']}-{result['precision']} @ {result['target']}: "
+              f"skipped: {result['reason']}")
+    passed = result["gate"]["passed"] is not False
+    return 0 if passed or args.exit_zero else 1
+
+
+def format_row(result: dict[str, Any], row: dict[str, Any]) -> str:
+    """One line per row for logs: what ran, and its headline numbers or why not."""
+    head = f"{result['model']} {result['format']}-{result['precision']} @ {result['target']} [{row['entry']}]"
+    if row["status"] != "ok":
+        return f"{head}: {row['status']}: {row['reason']}"
+    verdict = "pass" if row["gate"]["passed"] else "GATE FAILED: " + "; ".join(row["gate"]["failures"])
+    return (f"{head}: top-1 {row['accuracy']['top1']:.4f} (drop {row['accuracy_drop'] * 100:+.2f} pts), "
+            f"agreement {row['parity']['top1_agreement']:.4f}, max|d| {row['parity']['max_abs_delta']:.3g}, "
+            f"p50 {row['latency_ms']['p50']:.3f} ms, {verdict}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
