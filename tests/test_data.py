@@ -294,20 +294,20 @@ def test_synthetic_shapes_counts_and_determinism(synthetic):
 def test_synthetic_is_learnable_but_not_trivial(synthetic):
     """A linear softmax classifier on standardised pixels: well above chance, far from perfect."""
 
-    def features(images):
-        x = images.reshape(len(images), -1).astype(np.float32)
+    def features(images):  # 2x2-pooled (24x24) keeps the matrix products cheap on a busy CPU
+        x = images.reshape(len(images), 24, 2, 24, 2).mean((2, 4)).reshape(len(images), -1).astype(np.float32)
         return (x - x.mean(1, keepdims=True)) / (x.std(1, keepdims=True) + 1e-6)
 
     train, test = synthetic["train"], synthetic["test"]
     x, onehot = features(train.images), np.eye(len(CLASSES), dtype=np.float32)[train.labels]
     w = np.zeros((x.shape[1], len(CLASSES)), np.float32)
-    for _ in range(200):  # full-batch gradient descent on the cross-entropy
+    for _ in range(150):  # full-batch gradient descent on the cross-entropy
         z = x @ w
         p = np.exp(z - z.max(1, keepdims=True))
         p /= p.sum(1, keepdims=True)
         w -= 0.5 * (x.T @ (p - onehot) / len(x) + 1e-3 * w)
     accuracy = float(((features(test.images) @ w).argmax(1) == test.labels).mean())
-    assert 0.30 < accuracy < 0.95, accuracy
+    assert 0.30 < accuracy < 0.95, accuracy  # 0.49 at the time of writing; 1/7 is chance
 
 
 # ---------------------------------------------------------------- cache, dispatch, CLI

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from vitedge.bench import BenchConfig
-from vitedge.targets import Target, load_target, matrix, unmet
+from vitedge.targets import Target, artefact_spec, load_target, matrix, unmet
 from vitedge.validate import Gates, main, validate
 
 # as little timing as still exercises the protocol
@@ -142,6 +142,12 @@ def test_shipped_targets_load_and_agree_with_matrix():
     assert ("student", "torch", "fp32", "gpu") in pairs and ("student", "coreml", "fp32", "mobile") in pairs
     assert ("student", "coreml", "fp32", "cpu") not in pairs and ("student", "ort", "int8", "mobile") in pairs
     assert isinstance(by_name["cpu"].bench, BenchConfig)
+
+
+def test_artefact_spec():
+    assert artefact_spec("onnx") == ("onnx", "fp32") and artefact_spec("onnx", "int8") == ("onnx", "int8")
+    assert artefact_spec("coreml-fp16") == ("coreml", "fp16")
+    assert artefact_spec({"format": "ort", "precision": "int8"}) == ("ort", "int8")
 
 
 def test_unmet_requirements():

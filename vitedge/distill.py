@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,20 +67,24 @@ def load_teacher(path: str | Path) -> tuple[VisionTransformer, Preprocess, dict]
 
 
 # --------------------------------------------------------------------------- report
+LATENCY_THREADS = 1  # on a shared 2-core host two OpenMP threads stall behind other jobs; one is stable
+
+
 @torch.inference_mode()
-def cpu_latency_ms(model: nn.Module, img_size: int, in_chans: int = 1, batch: int = 1, warmup: int = 10,
-                   runs: int = 50) -> float:
-    """Median wall time of one eval forward pass on the CPU (a simple timer; `vitedge.bench` has the protocol)."""
+def cpu_latency_ms(model: nn.Module, img_size: int, in_chans: int = 1, batch: int = 1,
+                   threads: int = LATENCY_THREADS) -> float:
+    """Median wall time of one eval forward pass on the CPU, with the shared bench protocol."""
+    from vitedge.bench import measure
+
     model = model.eval().cpu()
     x = torch.zeros(batch, in_chans, img_size, img_size)
-    for _ in range(warmup):
-        model(x)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1e3)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        timing = measure(lambda: model(x), warmup=10, min_iters=30, max_seconds=1.0, time_cap=10.0)
+    finally:
+        torch.set_num_threads(before)
+    return timing.p50 * 1e3
 
 
 def model_card(model: VisionTransformer, splits: dict[str, Split], pre: Preprocess) -> dict:
@@ -103,8 +107,8 @@ def write_report(path: str | Path, teacher: VisionTransformer, student: VisionTr
 
     rows = {"teacher": model_card(teacher, splits, teacher_pre), "student": model_card(student, splits, student_pre)}
     t, s = rows["teacher"], rows["student"]
-    report = {"distillation": {"type": cfg.distillation_type, "alpha": cfg.alpha, "tau": cfg.tau, "epochs": cfg.epochs},
-              "models": rows, "threads": torch.get_num_threads(), "machine": machine_info()}
+    report: dict[str, Any] = {"distillation": {"type": cfg.distillation_type, "alpha": cfg.alpha, "tau": cfg.tau, "epochs": cfg.epochs},
+              "models": rows, "threads": LATENCY_THREADS, "machine": machine_info()}
     lines = [
         f"# Distillation: teacher vs student ({cfg.distillation_type}, alpha {cfg.alpha}"
         + (f", tau {cfg.tau}" if cfg.distillation_type == "soft" else "") + f", {cfg.epochs} epochs)",
@@ -118,7 +122,7 @@ def write_report(path: str | Path, teacher: VisionTransformer, student: VisionTr
         f"Student/teacher: {s['params'] / t['params']:.2f}x parameters, {s['flops'] / t['flops']:.2f}x FLOPs, "
         f"{s['latency_ms_bs1'] / t['latency_ms_bs1']:.2f}x latency, "
         f"{100 * (s['test_top1'] - t['test_top1']):+.2f} points test top-1.",
-        f"Latency: PyTorch eager fp32, median of 50 runs at batch 1, {torch.get_num_threads()} threads, "
+        f"Latency: PyTorch eager fp32, batch 1, median (vitedge.bench protocol), {LATENCY_THREADS} thread, "
         f"on {describe(report['machine'])}.",
         "",
     ]

@@ -62,7 +62,8 @@ class DistillationLoss(nn.Module):
             raise ValueError(f"{distillation_type} distillation needs a teacher")
         if not 0.0 <= alpha <= 1.0 or tau <= 0:
             raise ValueError(f"need 0 <= alpha <= 1 and tau > 0, got alpha={alpha}, tau={tau}")
-        self.base_criterion, self.type, self.alpha, self.tau = base_criterion, distillation_type, alpha, tau
+        self.base_criterion, self.distillation_type = base_criterion, distillation_type
+        self.alpha, self.tau = alpha, tau
         self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
         self.teacher_input = teacher_input or nn.Identity()
 
@@ -73,15 +74,16 @@ class DistillationLoss(nn.Module):
         return self
 
     def forward(self, images: torch.Tensor, outputs: Any, labels: torch.Tensor) -> torch.Tensor:
-        if self.type == "none":
+        if self.distillation_type == "none":
             return self.base_criterion(images, outputs, labels)
         if not isinstance(outputs, (tuple, list)):
             raise ValueError("distillation needs a student with a distillation token (model overrides: distilled: true)")
         outputs, outputs_kd = outputs
+        assert self.teacher is not None  # checked in __init__
         base_loss = self.base_criterion(images, outputs, labels)
         with torch.no_grad():
             teacher_logits = self.teacher(self.teacher_input(images)).float()
-        return (1 - self.alpha) * base_loss + self.alpha * distillation_term(outputs_kd, teacher_logits, self.type, self.tau)
+        return (1 - self.alpha) * base_loss + self.alpha * distillation_term(outputs_kd, teacher_logits, self.distillation_type, self.tau)
 
 
 def distillation_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, distillation_type: str,

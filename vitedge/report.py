@@ -240,13 +240,23 @@ def plot_pareto(records: list[dict[str, Any]], target: str) -> bytes:
     ok = [r for r in records if r["target"] == target and r["status"] == "ok" and r["p50_ms"]]
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     models = sorted({r["model"] for r in ok}, key=lambda m: (MODEL_ORDER.get(m, 9), m))
-    colours = dict(zip(models, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4))
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    # the same colour for a model in every plot: teacher, student, then the rest
+    others = sorted(m for m in models if m not in MODEL_ORDER)
+    index = {**MODEL_ORDER, **{m: len(MODEL_ORDER) + i for i, m in enumerate(others)}}
+    colours = {m: palette[index[m] % len(palette)] for m in models}
     markers = {"fp32": "o", "bf16": "D", "fp16": "s", "int8": "^"}
-    for r in ok:
+    # points are numbered and explained in a key under the plot: full labels collide when two
+    # artefacts land on the same spot (same accuracy, similar latency), which is the common case
+    key = []
+    for i, r in enumerate(sorted(ok, key=lambda r: r["p50_ms"]), start=1):
         ax.scatter(r["p50_ms"], 100 * r["top1"], color=colours[r["model"]], marker=markers.get(r["precision"], "x"),
                    s=60, edgecolor="black", linewidth=0.5, zorder=3)
-        ax.annotate(f"{r['model']} {r['format']}-{r['precision']}\n{r['entry']}", (r["p50_ms"], 100 * r["top1"]),
-                    textcoords="offset points", xytext=(6, 4), fontsize=7)
+        ax.annotate(str(i), (r["p50_ms"], 100 * r["top1"]), textcoords="offset points", fontsize=8,
+                    xytext=(5, 5) if i % 2 else (5, -11), weight="bold")
+        key.append(f"{i}: {r['model']} {r['format']}-{r['precision']} ({r['entry']}), "
+                   f"{r['p50_ms']:.3g} ms, {100 * r['top1']:.1f}%")
+    ax.annotate("\n".join(key), xy=(0, -0.14), xycoords="axes fraction", va="top", fontsize=7, family="monospace")
     pts = [(r["p50_ms"], 100 * r["top1"]) for r in ok]
     front = [pts[i] for i in pareto_front(pts)]
     if len(front) > 1:

@@ -44,6 +44,15 @@ def artefact_key(fmt: str, precision: str) -> str:
     return f"{CHECKPOINT_FORMAT if fmt == 'checkpoint' else fmt}-{precision}"
 
 
+def artefact_spec(item: str | dict, precision: str = "fp32") -> tuple[str, str]:
+    """A config entry naming an artefact -> (format, precision): "onnx" (the default precision),
+    "onnx-fp16", or {"format": "onnx", "precision": "fp16"}."""
+    if isinstance(item, dict):
+        return item["format"], item.get("precision", precision)
+    fmt, _, prec = str(item).partition("-")
+    return fmt, prec or precision
+
+
 @dataclass(frozen=True)
 class Entry:
     """One way of running artefacts on a target (a runtime, a device, its settings)."""

@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method", choices=METHODS)
     p.add_argument("--variants", nargs="+", help="explicit variants, e.g. dynamic static-entropy+fused")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("vitedge.quantize").setLevel(logging.INFO)  # one line per attempt; the toolchains stay quiet
     from vitedge.export.common import ArtefactError, RuntimeUnavailable
 
     try:

@@ -36,6 +36,7 @@ import torch
 
 from vitedge.data import Split
 from vitedge.metrics import parity_metrics
+from vitedge.model import VisionTransformer
 from vitedge.preprocess import Preprocess
 
 log = logging.getLogger("vitedge.quantize")
@@ -123,7 +124,7 @@ class Backend:
     fmt: str = ""
     runs_here: bool = True  # can this host run the artefact (for timing and the final check)?
 
-    def __init__(self, model: torch.nn.Module, info: dict[str, Any], cfg: QuantizeConfig, calib: np.ndarray,
+    def __init__(self, model: VisionTransformer, info: dict[str, Any], cfg: QuantizeConfig, calib: np.ndarray,
                  work: Path):
         self.model, self.info, self.cfg, self.calib, self.work = model.eval(), info, cfg, calib, work
 
@@ -152,14 +153,18 @@ class Backend:
         """Method details for meta.json (quantiser, granularity, how to run it)."""
         return {}
 
+    def nodes(self, variant: str, units: tuple[str, ...]) -> list[str]:
+        """What keeping `units` in float means in this format's own terms (graph nodes, modules ...)."""
+        return [m for u in units for m in unit_modules(self.model, u)]
+
 
 # --------------------------------------------------------------------------- shared pieces
-def model_units(model: torch.nn.Module) -> list[str]:
-    depth = len(model.blocks)
+def model_units(model: VisionTransformer) -> list[str]:
+    depth = model.cfg.depth
     return ["patch_embed", *[f"blocks.{i}.{part}" for i in range(depth) for part in ("attn", "mlp")], "head"]
 
 
-def unit_modules(model: torch.nn.Module, unit: str) -> list[str]:
+def unit_modules(model: VisionTransformer, unit: str) -> list[str]:
     """The module names a unit covers (the head unit includes the distillation head)."""
     if unit == "head":
         return [n for n in ("head", "head_dist") if getattr(model, n, None) is not None]
@@ -180,7 +185,7 @@ def batched(predict: Predict, x: np.ndarray, batch: int = 128) -> np.ndarray:
     return np.concatenate([predict(x[i:i + batch]) for i in range(0, len(x), batch)])
 
 
-def torch_predict(module: torch.nn.Module) -> Predict:
+def torch_predict(module: Callable[[torch.Tensor], torch.Tensor]) -> Predict:
     def predict(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return module(torch.from_numpy(np.ascontiguousarray(x))).float().numpy()
@@ -265,7 +270,7 @@ def gate_variant(backend: Backend, variant: str, gate: Gate, cfg: QuantizeConfig
 
 
 # --------------------------------------------------------------------------- the recipe
-def quantize_to_artefact(backend_cls: type[Backend], model: torch.nn.Module, info: dict[str, Any],
+def quantize_to_artefact(backend_cls: type[Backend], model: VisionTransformer, info: dict[str, Any],
                          splits: dict[str, Split], cfg: QuantizeConfig, art_dir: Path) -> dict[str, Any]:
     """Run the recipe (module docstring) with one backend; write `art_dir` (model file + meta.json).
 
@@ -318,7 +323,11 @@ def quantize_to_artefact(backend_cls: type[Backend], model: torch.nn.Module, inf
         art_dir.mkdir(parents=True, exist_ok=True)
         (art_dir / META).unlink(missing_ok=True)  # an old meta.json must not vouch for a half-written artefact
         file_name, extras = backend.save(cand, art_dir)
-        final = _final_check(art_dir, file_name, backend, gate, x_val, info, extras)
+        try:
+            final = _final_check(art_dir, file_name, backend, gate, x_val, info, extras)
+        except Exception:
+            (art_dir / META).unlink(missing_ok=True)  # no complete-looking artefact after a failed check
+            raise
 
     record = {
         "method": backend.describe(cand.variant),
@@ -327,7 +336,7 @@ def quantize_to_artefact(backend_cls: type[Backend], model: torch.nn.Module, inf
                         "method": cfg.calibrate_method, "seed": cfg.seed},
         "gate": {"split": "val", "n": len(x_val), "max_drop_points": cfg.max_drop},
         "fp32_top1": gate.fp32_top1, "int8_top1": attempt.top1, "drop_points": attempt.drop,
-        "excluded_units": list(cand.excluded), "kept_float": list(cand.excluded),
+        "kept_float": list(cand.excluded), "excluded_nodes": backend.nodes(cand.variant, cand.excluded),
         "parity": attempt.parity, "final_check": final,
         "sensitivity": rankings.get(cand.variant, {}),
         "latency": {"fp32": fp32_speed, "int8": speed, "threads": threads, "batch": cfg.bench_batch,

@@ -91,6 +91,9 @@ class CoreMLBackend(Backend):
                     p.copy_(torch.from_numpy(w))
         return Candidate(variant, tuple(exclude), torch_predict(emulated), payload=path)
 
+    def nodes(self, variant: str, units: tuple[str, ...]) -> list[str]:
+        return [name for name, unit in self.consts.items() if unit in units]
+
     def fast(self, cand: Candidate):
         return None  # Core ML timings need an Apple device
 

@@ -98,6 +98,8 @@ def session(path: str | Path, threads: int):
 
 class OnnxBackend(Backend):
     fmt = "onnx"
+    fusion_allowed = True
+    fusion: dict = {}  # what the transformer optimiser fused, when it did
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -125,9 +127,6 @@ class OnnxBackend(Backend):
         self.units_of = {g: node_units(onnx.load(str(p)), depth) for g, p in self.graphs.items()}
         self.threads = self.cfg.threads or _threads()
         self.n_builds = 0
-
-    fusion_allowed = True
-    fusion: dict = {}
 
     # ------------------------------------------------------------------ variants
     def variants(self) -> list[str]:
@@ -157,6 +156,10 @@ class OnnxBackend(Backend):
         _, graph, _ = self._parse(variant)
         return list(dict.fromkeys(self.units_of[graph].values()))
 
+    def nodes(self, variant: str, units: tuple[str, ...]) -> list[str]:
+        _, graph, _ = self._parse(variant)
+        return [n for n, u in self.units_of[graph].items() if u in set(units)]
+
     # ------------------------------------------------------------------ build
     def build(self, variant: str, exclude: tuple[str, ...]) -> Candidate:
         path = self.quantize(variant, exclude, self.work / f"q{self.n_builds}.onnx")
@@ -180,7 +183,7 @@ class OnnxBackend(Backend):
         quantize_static(str(src), str(out), _Reader(self.calib, "input"), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=ops, per_channel=True, activation_type=act,
                         weight_type=QuantType.QInt8, nodes_to_exclude=skip,
-                        calibrate_method=_calibrate_method(calib), calibration_cache_path=cache,
+                        calibrate_method=_calibrate_method(calib or self.cfg.calibrate_method), calibration_cache_path=cache,
                         extra_options=options)
         return out
 
@@ -192,7 +195,13 @@ class OnnxBackend(Backend):
 
     # ------------------------------------------------------------------ speed and saving
     def reference(self):
-        return session(self.fp32_path, self.threads)
+        """The faster fp32 graph (as exported, or transformer-fused): int8 must beat the best fp32."""
+        from vitedge.quantize.core import timing
+
+        options = [session(p, self.threads) for p in (self.fp32_path, self.graphs.get("+fused")) if p is not None]
+        if len(options) == 1:
+            return options[0]
+        return min(options, key=lambda predict: timing(predict, self.calib[:8], self.cfg)["bs1_ms"])
 
     def save(self, cand: Candidate, art_dir: Path) -> tuple[str, dict[str, Any]]:
         self._write(cand.payload, art_dir / "model.onnx")
@@ -218,7 +227,7 @@ class OnnxBackend(Backend):
         import onnxruntime
 
         kind, graph, calib = self._parse(variant)
-        d = {"quantiser": f"onnxruntime.quantization {onnxruntime.__version__}", "weights": "int8 per-channel",
+        d: dict[str, Any] = {"quantiser": f"onnxruntime.quantization {onnxruntime.__version__}", "weights": "int8 per-channel",
              "graph": "ORT transformer-optimised (" + ", ".join(f"{k} x{v}" for k, v in self.fusion.items()) + ")"
              if graph else "exported graph after quant_pre_process"}
         if kind == "dynamic":
@@ -246,9 +255,11 @@ class TensorRTBackend(OnnxBackend):
 
         # TensorRT: int8 symmetric (zero point 0) activations and weights, Q/DQ on GEMM inputs only,
         # one Q/DQ pair per consumer so each fusion sees its own (as Model Optimizer places them)
+        # inputs only (TensorRT requantises GEMM outputs itself where the next layer wants int8), and
         # biases stay float: TensorRT adds them in the GEMM epilogue and has no int32 DequantizeLinear
         return GEMM_OPS, QuantType.QInt8, {"ActivationSymmetric": True, "WeightSymmetric": True,
-                                           "DedicatedQDQPair": True, "QuantizeBias": False}
+                                           "DedicatedQDQPair": True, "QuantizeBias": False,
+                                           "OpTypesToExcludeOutputQuantization": GEMM_OPS}
 
     def save(self, cand: Candidate, art_dir: Path) -> tuple[str, dict[str, Any]]:
         self._write(cand.payload, art_dir / "model.onnx")

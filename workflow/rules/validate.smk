@@ -10,10 +10,11 @@
 # never fails for missing hardware. Gates are recorded per job (--exit-zero) and enforced by the
 # `gate` rule after the report is written.
 import os
+import shlex
 import sys
 
 sys.path.insert(0, workflow.basedir)  # vitedge.targets: the same pair logic as the validator's
-from vitedge.targets import load_target, matrix
+from vitedge.targets import artefact_spec, load_target, matrix
 
 VALIDATE = config.get("validate") or {}
 FORMATS_RE = "torch|onnx|ort|executorch|coreml|tensorrt"
@@ -24,15 +25,7 @@ def target_file(name):
     return name if name.endswith((".yaml", ".yml")) else os.path.join(workflow.basedir, "runtimes", f"{name}.yaml")
 
 
-TARGETS = {t.name: t for t in (load_target(target_file(n)) for n in VALIDATE.get("targets", ["cpu", "gpu", "mobile"]))}
-
-
-def _spec(item, precision):
-    """'onnx' | 'onnx-fp16' | {format: onnx, precision: fp16} -> (format, precision)."""
-    if isinstance(item, dict):
-        return item["format"], item.get("precision", precision)
-    fmt, _, prec = str(item).partition("-")
-    return fmt, prec or precision
+TARGETS = {t.name: t for t in map(load_target, map(target_file, VALIDATE.get("targets", ["cpu", "gpu", "mobile"])))}
 
 
 def workflow_artefacts():
@@ -43,10 +36,10 @@ def workflow_artefacts():
     models = list(config["models"])
     out_ = [(m, "torch", "fp32") for m in models]
     for m in export.get("models", ["student"]):
-        out_ += [(m, *_spec(f, "fp32")) for f in export.get("formats", [])]
-    # the same defaults as compress.smk's `all` targets
+        out_ += [(m, *artefact_spec(f, "fp32")) for f in export.get("formats", [])]
+    int8_formats = quantize.get("formats", ["onnx", "torch", "executorch", "coreml"])  # compress.smk's default
     for m in quantize.get("models", ["student"]):
-        out_ += [(m, *_spec(f, "int8")) for f in quantize.get("formats", ["onnx", "torch", "executorch", "coreml"])]
+        out_ += [(m, *artefact_spec(f, "int8")) for f in int8_formats]
     return list(dict.fromkeys(out_))
 
 
@@ -122,7 +115,7 @@ rule gate:
         out("report/gate.json"),
     log:
         out("logs/gate.log"),
-    # no redirect of stderr: what failed is printed where the person running snakemake looks
+    # what failed goes to the terminal, where the person running snakemake looks, and to the log
     shell:
         "python -m vitedge.report gate --report {input.report} --out {output} {input.validation} 2>&1 | tee {log}"
 

@@ -1,0 +1,121 @@
+"""fp32 vs int8, per format, on this machine: accuracy, size, latency. A script, not a test.
+
+    python benchmarks/compression.py --run results/default [--split test] [--md out.md]
+
+For every int8 artefact of a run (`<run>/artefacts/<model>/<format>-int8/`) it prints one row:
+
+- accuracy: val top-1 of the fp32 source and of the int8 model as the quantiser's gate measured
+  it, and test top-1 of both re-measured here through `vitedge.runtimes` (what deployment loads;
+  "–" where the format does not run on this host, e.g. Core ML off macOS);
+- size: the int8 file against the fp32 artefact of the same format (or the checkpoint);
+- latency: batch-1 median and batch-N throughput of fp32 and int8 in the format's own runtime,
+  as the quantiser timed them (same process, same threads, back to back), and the verdict: an
+  int8 model that is not faster than fp32 is reported as such, not hidden.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def _fmt(v, spec: str, scale: float = 1.0) -> str:
+    return format(v * scale, spec) if isinstance(v, (int, float)) else "–"
+
+
+def test_top1(path: Path, split, pre) -> float | None:
+    from vitedge import runtimes
+    from vitedge.quantize.core import batched, top1
+
+    try:
+        rt = runtimes.load(path, runtime="auto", device="cpu", threads=1)
+    except (runtimes.RuntimeUnavailable, runtimes.ArtefactError):
+        return None
+    return top1(batched(rt.predict, pre(split.images)), split.labels)
+
+
+def rows(run: Path, split_name: str) -> list[dict]:
+    from vitedge.data import load_splits
+    from vitedge.export.common import read_meta
+    from vitedge.preprocess import Preprocess
+
+    split = load_splits(run / "data")[split_name]
+    out = []
+    for meta_path in sorted((run / "artefacts").glob("*/*-int8/meta.json")):
+        art = meta_path.parent
+        meta = read_meta(art)
+        q = meta.get("quantization") or {}
+        model = art.parent.name
+        pre = Preprocess.from_dict(meta["preprocess"])
+        ckpt = Path(meta["source_checkpoint"])
+        fp32_dir = art.parent / f"{meta['format']}-fp32"
+        fp32_size = read_meta(fp32_dir)["size_bytes"] if (fp32_dir / "meta.json").is_file() else ckpt.stat().st_size
+        lat = q.get("latency") or {}
+        f32, i8 = lat.get("fp32") or {}, lat.get("int8") or {}
+        faster = lat.get("faster_than_fp32")
+        out.append({
+            "model": model, "format": meta["format"], "variant": q.get("variant", "?"),
+            "fp32_val": q.get("fp32_top1"), "int8_val": q.get("int8_top1"), "drop": q.get("drop_points"),
+            "fp32_test": test_top1(ckpt, split, pre) if ckpt.is_file() else None,
+            "int8_test": test_top1(art, split, pre),
+            "fp32_mb": fp32_size / 1e6, "int8_mb": meta["size_bytes"] / 1e6,
+            "fp32_ms": f32.get("bs1_ms"), "int8_ms": i8.get("bs1_ms"),
+            "fp32_ips": f32.get("images_per_s"), "int8_ips": i8.get("images_per_s"),
+            "speedup": lat.get("speedup_bs1"), "batch": lat.get("batch"), "threads": lat.get("threads"),
+            "kept_float": q.get("kept_float") or [],
+            "verdict": "faster" if faster else "NOT faster than fp32: no win" if faster is False
+            else "speed not measurable here",
+        })
+    return out
+
+
+def table(rs: list[dict], split_name: str) -> str:
+    head = ["model", "format", "variant", "val top-1 fp32→int8 (drop)", f"{split_name} top-1 fp32→int8",
+            "size MB fp32→int8", "bs1 ms fp32→int8", "speedup", "img/s fp32→int8 (batch)", "kept float", "verdict"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rs:
+        lines.append("| " + " | ".join([
+            r["model"], r["format"], r["variant"],
+            f"{_fmt(r['fp32_val'], '.2f', 100)} → {_fmt(r['int8_val'], '.2f', 100)} ({_fmt(r['drop'], '+.2f')})",
+            f"{_fmt(r['fp32_test'], '.2f', 100)} → {_fmt(r['int8_test'], '.2f', 100)}",
+            f"{r['fp32_mb']:.2f} → {r['int8_mb']:.2f}",
+            f"{_fmt(r['fp32_ms'], '.3f')} → {_fmt(r['int8_ms'], '.3f')}",
+            f"x{_fmt(r['speedup'], '.2f')}" if r["speedup"] else "–",
+            f"{_fmt(r['fp32_ips'], '.0f')} → {_fmt(r['int8_ips'], '.0f')} ({r['batch'] or '–'})",
+            ", ".join(r["kept_float"]) or "none", r["verdict"]]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vitedge.sysinfo import describe
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", type=Path, default=REPO / "results" / "default", help="a workflow run folder")
+    p.add_argument("--split", default="test", choices=["val", "test"], help="split re-measured here")
+    p.add_argument("--md", type=Path, help="also write the table here")
+    args = p.parse_args(argv)
+    rs = rows(args.run, args.split)
+    if not rs:
+        print(f"no int8 artefacts under {args.run}/artefacts (run `snakemake --cores 2 all` first)", file=sys.stderr)
+        return 1
+    threads = {r["threads"] for r in rs if r["threads"]}
+    text = "\n".join([
+        f"# fp32 vs int8 per format ({args.run})", "",
+        table(rs, args.split), "",
+        "val: the quantiser's gate (fp32 = the PyTorch checkpoint); "
+        f"{args.split}: re-measured here through vitedge.runtimes (– where the format does not run here).",
+        f"Latency: the format's runtime, fp32 and int8 timed back to back by the quantiser, "
+        f"{'/'.join(map(str, sorted(threads))) or '?'} thread(s); torch int8 under torch.compile, "
+        "executorch at batch 1 (larger batches image by image).",
+        f"Machine: {describe()}", ""])
+    print(text)
+    if args.md:
+        args.md.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
