@@ -113,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {describe()}", ""])
     print(text)
     if args.md:
-        args.md.write_text(text, encoding="utf-8")
+        from vitedge.io import atomic_write_text
+
+        atomic_write_text(args.md, text)
     return 0
 
 

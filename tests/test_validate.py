@@ -6,6 +6,7 @@ model is any good, and it keeps every test a few seconds on 2 cores.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,12 +14,13 @@ import yaml
 
 from vitedge.bench import BenchConfig
 from vitedge.targets import Target, artefact_spec, load_target, matrix, unmet
-from vitedge.validate import Gates, main, validate
+from vitedge.validate import Gates, main, unbuilt, validate
 
 # as little timing as still exercises the protocol
 QUICK = {"warmup": 1, "warmup_seconds": 0.0, "min_iters": 3, "max_iters": 3, "max_seconds": 0.05,
          "batch_sizes": [4], "throughput_min_iters": 2, "throughput_max_seconds": 0.05}
 LIMIT = 35  # test images
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +144,19 @@ def test_shipped_targets_load_and_agree_with_matrix():
     assert ("student", "torch", "fp32", "gpu") in pairs and ("student", "coreml", "fp32", "mobile") in pairs
     assert ("student", "coreml", "fp32", "cpu") not in pairs and ("student", "ort", "int8", "mobile") in pairs
     assert isinstance(by_name["cpu"].bench, BenchConfig)
+
+
+def test_unbuilt_artefact_gets_skipped_rows(tmp_path, capsys):
+    gpu = REPO / "runtimes" / "gpu.yaml"
+    result = unbuilt("student", "tensorrt", "fp16", gpu, "TensorRT is not installed")
+    assert result["rows"] and result["status"] == "skipped" and result["gate"]["passed"] is None
+    assert all(r["reason"] == "not built: TensorRT is not installed" for r in result["rows"])
+    out = tmp_path / "v.json"
+    assert main(["--artefact", "none", "--unbuilt", "student:tensorrt-fp16:no GPU: none here", "--reference", "x.pt",
+                 "--target", str(gpu), "--data", str(tmp_path), "--out", str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert written["format"] == "tensorrt" and written["rows"][0]["reason"] == "not built: no GPU: none here"
+    assert "skipped: not built" in capsys.readouterr().out
 
 
 def test_artefact_spec():

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 RUN = "tiny"
 # fast formats only: ExecuTorch / Core ML exports take longer than this whole test should
-EXPORT_FORMATS = ["onnx", "ort"]
+EXPORT_FORMATS = ["onnx", "ort", "tensorrt-fp16"]  # tensorrt: built where TensorRT and a GPU are, else skipped rows
 QUANTIZE_FORMATS = ["onnx"]
 QUICK_BENCH = {"warmup": 2, "warmup_seconds": 0.0, "min_iters": 5, "max_iters": 20, "max_seconds": 0.2,
                "time_cap": 2.0, "batch_sizes": [8], "throughput_min_iters": 2, "throughput_max_seconds": 0.1}
@@ -71,7 +71,7 @@ def test_workflow_end_to_end(tmp_path):
     pytest.importorskip("snakemake")
     pytest.importorskip("matplotlib")
     shutil.copy(REPO / "Snakefile", tmp_path / "Snakefile")
-    for folder in ("workflow", "runtimes"):
+    for folder in ("workflow", "runtimes", "benchmarks"):
         shutil.copytree(REPO / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_config()))
     proc = snakemake(tmp_path, "all")
@@ -92,7 +92,12 @@ def check_report_has_every_artefact_target_pair(workflow: Path) -> None:
     for meta in (out / "artefacts").glob("*/*/meta.json"):
         fmt, prec = meta.parent.name.split("-")
         artefacts.append((meta.parent.parent.name, fmt, prec))
-    assert {("student", f, "fp32") for f in EXPORT_FORMATS} <= set(artefacts)
+    assert {("student", f, "fp32") for f in ("onnx", "ort")} <= set(artefacts)
+    from vitedge.export.tensorrt import tensorrt_available
+
+    trt_here, _ = tensorrt_available()
+    if not trt_here:  # not built: the matrix still has its rows, skipped with the reason
+        artefacts.append(("student", "tensorrt", "fp16"))
     targets = [load_target(workflow / "runtimes" / f"{t}.yaml") for t in ("cpu", "gpu", "mobile")]
     expected = {(m, f, p, t.name) for m, f, p in artefacts for t in targets if t.accepts(f, p)}
     metrics = json.loads((out / "report" / "metrics.json").read_text())
@@ -100,6 +105,10 @@ def check_report_has_every_artefact_target_pair(workflow: Path) -> None:
     assert seen == expected
     assert all(r["status"] in ("ok", "skipped") for r in metrics["rows"]), metrics["rows"]
     assert any(r["target"] == "gpu" and r["status"] == "skipped" and r["reason"] for r in metrics["rows"])
+    if not trt_here:
+        trt_rows = [r for r in metrics["rows"] if r["format"] == "tensorrt"]
+        assert trt_rows and all(r["status"] == "skipped" and "not built" in r["reason"] for r in trt_rows), trt_rows
+    assert (out / "reports" / "compression.md").is_file()  # the benchmark runs in the workflow
     assert metrics["gate"]["passed"] is True and (out / "report" / "gate.json").is_file()
     assert (out / "report" / "report.md").is_file() and (out / "report" / "metrics.csv").is_file()
     pngs = list((out / "report").glob("*.png"))

@@ -236,6 +236,22 @@ def validate(artefact: str | Path, reference: str | Path, target: str | Path | T
     return result
 
 
+def unbuilt(model: str, fmt: str, precision: str, target: str | Path | Target, reason: str) -> dict[str, Any]:
+    """The result for an artefact this host could not build (e.g. TensorRT without TensorRT or a GPU):
+    one "skipped: <reason>" row per entry of the target that would have run it, so the matrix shows it."""
+    from vitedge.sysinfo import describe as describe_machine
+    from vitedge.sysinfo import machine_info
+
+    target = target if isinstance(target, Target) else load_target(target)
+    rows = [{**_row_base(target, e, fmt, precision), "reason": f"not built: {reason}"}
+            for e in target.entries_for(fmt, precision)]
+    machine = machine_info()
+    return {"schema": SCHEMA, "model": model, "format": fmt, "precision": precision, "target": target.name,
+            "target_description": target.description, "target_file": str(target.path), "artefact": None,
+            "rows": rows, **_summarise(rows, f"not built: {reason}"), "machine": machine,
+            "machine_line": describe_machine(machine), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
 def reference_logits(reference: str | Path, x: np.ndarray) -> tuple[np.ndarray, Preprocess, list[str]]:
     """The PyTorch fp32 checkpoint's logits on `x`, on the CPU (the reference must not depend on the
     target), with its recorded preprocessing and classes for the caller to check.
@@ -273,14 +289,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bench-json", default="{}", help="vitedge.bench.BenchConfig fields overriding the target's")
     p.add_argument("--limit", type=int, help="only the first N test images (quick checks)")
     p.add_argument("--exit-zero", action="store_true", help="exit 0 even when a row failed or missed a gate")
+    p.add_argument("--unbuilt", metavar="MODEL:FORMAT-PRECISION:REASON",
+                   help="the artefact could not be built on this host: write skipped rows saying why")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from vitedge.runtimes import ArtefactError
 
     try:
-        result = validate(args.artefact, args.reference, args.target, args.data, bench=json.loads(args.bench_json),
-                          gates=json.loads(args.gates_json), limit=args.limit)
+        if args.unbuilt:
+            model, spec, reason = args.unbuilt.split(":", 2)
+            fmt, _, precision = spec.partition("-")
+            result = unbuilt(model, fmt, precision, args.target, reason)
+        else:
+            result = validate(args.artefact, args.reference, args.target, args.data,
+                              bench=json.loads(args.bench_json), gates=json.loads(args.gates_json), limit=args.limit)
     except (ArtefactError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -51,10 +51,16 @@ class TorchRuntime(Runtime):
 
             self.module = load_model(self.path)[0].to(device)
         else:  # a saved torch.export program
+            # PT2E int8 graphs hold quantized_decomposed ops: their library must be registered first
+            import torch.ao.quantization.fx._decomposed  # noqa: F401
+
             self.module = torch.export.load(str(self.path / meta["file"])).module().to(device)
         if self.dtype != torch.float32:
             self.module = self.module.to(self.dtype)  # weights and activations in half / bfloat16
         if self.compiled:
+            import torch._inductor.config as inductor_config
+
+            inductor_config.freezing = True  # weights are constants: Inductor pre-packs them (int8 needs it)
             self.module = torch.compile(self.module)
 
     def _predict(self, x: np.ndarray) -> np.ndarray:

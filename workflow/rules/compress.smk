@@ -59,9 +59,25 @@ rule quantize:
         "--data {OUT}/data --out {OUT}/artefacts --config-json {params.cfg} > {log} 2>&1"
 
 
-ALL_TARGETS.extend([out("models/student.pt"), out("reports/distill.md")])
-ALL_TARGETS.extend(
-    out(f"artefacts/{model}/{fmt}-int8/meta.json")
-    for model in QUANTIZE.get("models", ["student"])
-    for fmt in QUANTIZE.get("formats", ["onnx", "torch", "executorch", "coreml"])
-)
+QUANTIZE.setdefault("models", ["student"])
+QUANTIZE.setdefault("formats", ["onnx", "torch", "executorch", "coreml"])
+INT8_ARTEFACTS = [out(f"artefacts/{model}/{fmt}-int8/meta.json") for model in QUANTIZE["models"] for fmt in QUANTIZE["formats"]]
+
+
+rule compression_benchmark:
+    """fp32 vs int8 per format: accuracy, size, latency (benchmarks/compression.py prints the same table)."""
+    input:
+        INT8_ARTEFACTS,
+    output:
+        out("reports/compression.md"),
+    params:
+        script=workflow.source_path("../../benchmarks/compression.py"),
+    threads: workflow.cores
+    log:
+        out("logs/compression_benchmark.log"),
+    shell:
+        "python {params.script} --run {OUT} --split test --md {output} > {log} 2>&1"
+
+
+ALL_TARGETS.extend([out("models/student.pt"), out("reports/distill.md"), out("reports/compression.md")])
+ALL_TARGETS.extend(INT8_ARTEFACTS)

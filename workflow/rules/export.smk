@@ -14,6 +14,7 @@ import sys
 
 sys.path.insert(0, workflow.basedir)
 from vitedge.export.tensorrt import tensorrt_available
+from vitedge.targets import artefact_spec
 
 EXPORT = config.setdefault("export", {})
 EXPORT.setdefault("models", ["student"])
@@ -22,10 +23,7 @@ EXPORT_PRECISION = "fp32"  # what a bare format name in export.formats means
 
 
 def _export_spec(item):
-    if isinstance(item, dict):
-        return item["format"], item.get("precision", EXPORT_PRECISION)
-    fmt, _, prec = str(item).partition("-")
-    return fmt, prec or EXPORT_PRECISION
+    return artefact_spec(item, EXPORT_PRECISION)
 
 
 _trt_mode = (EXPORT.get("tensorrt") or {}).get("when", "auto")
@@ -34,7 +32,12 @@ TENSORRT_OK, TENSORRT_WHY = (True, "") if _trt_mode == "always" else (False, "ex
 if not TENSORRT_OK and any(_export_spec(f)[0] == "tensorrt" for f in EXPORT["formats"]):
     # not a failure: the rest of the workflow runs, and the validation matrix leaves TensorRT out
     print(f"vitedge: TensorRT artefacts skipped on this host ({TENSORRT_WHY})", file=sys.stderr)
+    # the validation matrix still lists them, as "skipped: not built: <why>" rows
+    EXPORT_UNBUILT = {(m, *_export_spec(f)): TENSORRT_WHY for m in EXPORT["models"] for f in EXPORT["formats"]
+                      if _export_spec(f)[0] == "tensorrt"}
     EXPORT["formats"] = [f for f in EXPORT["formats"] if _export_spec(f)[0] != "tensorrt"]
+else:
+    EXPORT_UNBUILT = {}
 
 
 def export_cmd(fmt):

@@ -4,12 +4,13 @@ rule data:
         splits=multiext(out("data/"), "train.npz", "val.npz", "test.npz"),
     params:
         source=config["data"]["source"],
-        per_class=config["data"].get("per_class", 300),
+        # only the synthetic set has a size: a real data set's rule must not rerun when it changes
+        size=f"--per-class {config['data'].get('per_class', 600)}" if config["data"]["source"] == "synthetic" else "",
         seed=config["data"].get("seed", 0),
     log:
         out("logs/data.log"),
     shell:
-        "python -m vitedge.data --source {params.source:q} --per-class {params.per_class} --seed {params.seed} "
+        "python -m vitedge.data --source {params.source:q} {params.size} --seed {params.seed} "
         "--out {OUT}/data > {log} 2>&1"
 
 

@@ -40,6 +40,7 @@ def workflow_artefacts():
     int8_formats = quantize.get("formats", ["onnx", "torch", "executorch", "coreml"])  # compress.smk's default
     for m in quantize.get("models", ["student"]):
         out_ += [(m, *artefact_spec(f, "int8")) for f in int8_formats]
+    out_ += list(EXPORT_UNBUILT)  # export.smk: artefacts this host cannot build (skipped rows)
     return list(dict.fromkeys(out_))
 
 
@@ -55,7 +56,17 @@ def artefact_path(model, fmt, prec):
 
 
 def artefact_input(w):
+    if (w.model, w.fmt, w.prec) in EXPORT_UNBUILT:
+        return []
     return artefact_path(w.model, w.fmt, w.prec)
+
+
+def artefact_arg(w):
+    """--artefact PATH, or --unbuilt for an artefact this host could not build."""
+    why = EXPORT_UNBUILT.get((w.model, w.fmt, w.prec))
+    if why is not None:
+        return "--artefact none --unbuilt " + shlex.quote(f"{w.model}:{w.fmt}-{w.prec}:{why}")
+    return "--artefact " + shlex.quote(artefact_path(w.model, w.fmt, w.prec))
 
 
 rule validate:
@@ -73,6 +84,7 @@ rule validate:
         prec="fp32|fp16|int8",
         target="[A-Za-z0-9_]+",
     params:
+        artefact=artefact_arg,
         gates=as_json(VALIDATE.get("gates", {})),
         bench=as_json(VALIDATE.get("bench", {})),
         limit=f"--limit {VALIDATE['limit']}" if VALIDATE.get("limit") else "",
@@ -84,7 +96,7 @@ rule validate:
     log:
         out("logs/validate/{model}-{fmt}-{prec}@{target}.log"),
     shell:
-        "python -m vitedge.validate --artefact {input.artefact} --reference {input.reference} "
+        "python -m vitedge.validate {params.artefact} --reference {input.reference} "
         "--target {input.target} --data {OUT}/data --out {output} --gates-json {params.gates} "
         "--bench-json {params.bench} {params.limit} --exit-zero > {log} 2>&1"
 
@@ -123,5 +135,5 @@ rule gate:
 # The artefacts are products too: asking for them in `all` brings a deleted one back (with its
 # validations, the report and the gate after it). Snakemake does not remake a missing file that
 # is only an input of up-to-date outputs.
-ALL_TARGETS.extend(dict.fromkeys(artefact_path(m, f, p) for m, f, p, _ in PAIRS))
+ALL_TARGETS.extend(dict.fromkeys(artefact_path(m, f, p) for m, f, p, _ in PAIRS if (m, f, p) not in EXPORT_UNBUILT))
 ALL_TARGETS.extend([out("report/index.html"), out("report/gate.json")])
