@@ -7,6 +7,8 @@
 # coreml (int8 weights), tensorrt (Q/DQ ONNX; the engine is built only where TensorRT and a GPU are,
 # so it is not in the default `quantize.formats`). Each job fails only when no int8 variant, even
 # with the greedy float fallback, stays within `quantize.max_drop` points of fp32 on val.
+import os
+
 QUANTIZE = config.setdefault("quantize", {})
 QUANTIZE_FORMATS = ("onnx", "torch", "executorch", "coreml", "tensorrt")
 # workflow keys, not QuantizeConfig fields: per-format overrides are merged over the shared settings
@@ -64,19 +66,20 @@ QUANTIZE.setdefault("formats", ["onnx", "torch", "executorch", "coreml"])
 INT8_ARTEFACTS = [out(f"artefacts/{model}/{fmt}-int8/meta.json") for model in QUANTIZE["models"] for fmt in QUANTIZE["formats"]]
 
 
+COMPRESSION_BENCHMARK = shlex.quote(os.path.join(workflow.basedir, "benchmarks", "compression.py"))
+
+
 rule compression_benchmark:
     """fp32 vs int8 per format: accuracy, size, latency (benchmarks/compression.py prints the same table)."""
     input:
         INT8_ARTEFACTS,
     output:
         out("reports/compression.md"),
-    params:
-        script=workflow.source_path("../../benchmarks/compression.py"),
     threads: workflow.cores
     log:
         out("logs/compression_benchmark.log"),
     shell:
-        "python {params.script} --run {OUT} --split test --md {output} > {log} 2>&1"
+        f"python {COMPRESSION_BENCHMARK} --run {{OUT}} --split test --md {{output}} > {{log}} 2>&1"
 
 
 ALL_TARGETS.extend([out("models/student.pt"), out("reports/distill.md"), out("reports/compression.md")])
