@@ -25,3 +25,14 @@ def synthetic_splits():
     from vitedge.data import make_synthetic
 
     return make_synthetic(per_class=60, seed=0)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Train and time on one thread: two OpenMP threads on a busy 2-core CI box stall each other
+    (measured 5-100x slower steps), one thread does not. Use with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -22,14 +22,8 @@ from vitedge.train import SupervisedLoss
 PRE = Preprocess()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Train and time on one thread: two OpenMP threads on a busy 2-core CI box stall each other
-    (measured 5-100x slower steps), one thread does not."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# train and time on one thread (conftest.one_thread says why)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Fixed(nn.Module):
