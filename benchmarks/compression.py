@@ -42,7 +42,7 @@ def rows(run: Path, split_name: str) -> list[dict]:
     from vitedge.export.common import read_meta
     from vitedge.preprocess import Preprocess
 
-    split = load_splits(run / "data")[split_name]
+    split = load_splits(run / "data")[split_name] if split_name != "none" else None
     out = []
     for meta_path in sorted((run / "artefacts").glob("*/*-int8/meta.json")):
         art = meta_path.parent
@@ -59,8 +59,8 @@ def rows(run: Path, split_name: str) -> list[dict]:
         out.append({
             "model": model, "format": meta["format"], "variant": q.get("variant", "?"),
             "fp32_val": q.get("fp32_top1"), "int8_val": q.get("int8_top1"), "drop": q.get("drop_points"),
-            "fp32_test": test_top1(ckpt, split, pre) if ckpt.is_file() else None,
-            "int8_test": test_top1(art, split, pre),
+            "fp32_test": test_top1(ckpt, split, pre) if split is not None and ckpt.is_file() else None,
+            "int8_test": test_top1(art, split, pre) if split is not None else None,
             "fp32_mb": fp32_size / 1e6, "int8_mb": meta["size_bytes"] / 1e6,
             "fp32_ms": f32.get("bs1_ms"), "int8_ms": i8.get("bs1_ms"),
             "fp32_ips": f32.get("images_per_s"), "int8_ips": i8.get("images_per_s"),
@@ -73,14 +73,16 @@ def rows(run: Path, split_name: str) -> list[dict]:
 
 
 def table(rs: list[dict], split_name: str) -> str:
-    head = ["model", "format", "variant", "val top-1 fp32→int8 (drop)", f"{split_name} top-1 fp32→int8",
+    remeasured = split_name != "none"
+    head = ["model", "format", "variant", "val top-1 fp32→int8 (drop)",
+            *([f"{split_name} top-1 fp32→int8"] if remeasured else []),
             "size MB fp32→int8", "bs1 ms fp32→int8", "speedup", "img/s fp32→int8 (batch)", "kept float", "verdict"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rs:
         lines.append("| " + " | ".join([
             r["model"], r["format"], r["variant"],
             f"{_fmt(r['fp32_val'], '.2f', 100)} → {_fmt(r['int8_val'], '.2f', 100)} ({_fmt(r['drop'], '+.2f')})",
-            f"{_fmt(r['fp32_test'], '.2f', 100)} → {_fmt(r['int8_test'], '.2f', 100)}",
+            *([f"{_fmt(r['fp32_test'], '.2f', 100)} → {_fmt(r['int8_test'], '.2f', 100)}"] if remeasured else []),
             f"{r['fp32_mb']:.2f} → {r['int8_mb']:.2f}",
             f"{_fmt(r['fp32_ms'], '.3f')} → {_fmt(r['int8_ms'], '.3f')}",
             f"x{_fmt(r['speedup'], '.2f')}" if r["speedup"] else "–",
@@ -94,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", type=Path, default=REPO / "results" / "default", help="a workflow run folder")
-    p.add_argument("--split", default="test", choices=["val", "test"], help="split re-measured here")
+    p.add_argument("--split", default="test", choices=["val", "test", "none"],
+                   help="split re-measured here through the runtimes; none: only the quantiser's val figures "
+                        "(the workflow's report has every artefact's test accuracy)")
     p.add_argument("--md", type=Path, help="also write the table here")
     args = p.parse_args(argv)
     rs = rows(args.run, args.split)
@@ -106,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         f"# fp32 vs int8 per format ({args.run})", "",
         table(rs, args.split), "",
         "val: the quantiser's gate (fp32 = the PyTorch checkpoint); "
-        f"{args.split}: re-measured here through vitedge.runtimes (– where the format does not run here).",
+        + (f"{args.split}: re-measured here through vitedge.runtimes (– where the format does not run here)."
+         if args.split != "none" else "Test accuracy of every artefact: the run's report (validation matrix)."),
         f"Latency: the format's runtime, fp32 and int8 timed back to back by the quantiser, "
         f"{'/'.join(map(str, sorted(threads))) or '?'} thread(s); torch int8 under torch.compile, "
         "executorch at batch 1 (larger batches image by image).",

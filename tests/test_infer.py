@@ -192,3 +192,23 @@ def test_command_line_help_and_subprocess(ckpt, photos):
     assert proc.returncode == infer.EXIT_INPUT_ERROR
     assert proc.stderr.strip().startswith("error: ") and "Traceback" not in proc.stderr
     assert ": 1 face" in proc.stdout
+
+
+def test_the_shipped_model_runs_as_installed(photos):
+    """What a fresh `pip install` gives: `python -m vitedge.infer --json photo` with no --model, in a
+    subprocess, on the model in vitedge/assets/model/, whose meta.json says how it was trained and
+    how accurate it measured (workflow/scripts/ship_model.py writes that)."""
+    shipped = infer.packaged_model()
+    if shipped is None:
+        pytest.skip("no model shipped in vitedge/assets/model/ (workflow/scripts/ship_model.py puts one there)")
+    metas = [json.loads(p.read_text()) for p in shipped.glob("*/meta.json")]
+    assert metas and all("shipped" in m for m in metas), "shipped artefacts must carry their training record"
+    for m in metas:
+        acc = m["shipped"]["test_accuracy"]
+        assert 0 < acc["top1"] <= 1 and acc["n"] > 0 and "vitedge.evaluate" in acc["command"]
+        assert "research use" in m["shipped"]["licence"]
+    proc = subprocess.run([sys.executable, "-m", "vitedge.infer", "--json", str(photos / "astronaut.png")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    faces = json.loads(proc.stdout)["images"][0]["faces"]
+    assert len(faces) >= 1 and faces[0]["emotion"] in CLASSES and _overlaps_face(faces[0]["box"])

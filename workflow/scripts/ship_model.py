@@ -1,0 +1,89 @@
+"""Copy a trained model's artefacts into the package (vitedge/assets/model/), with what users must know.
+
+    python workflow/scripts/ship_model.py --run results/fer2013 --model student \
+        --artefacts onnx-int8 onnx-fp32 --data ../shared/datasets/fer2013/fer2013.zip
+
+Each shipped artefact's `meta.json` gains a `shipped` section: how the model was trained (stages,
+configs, data, machine, from the checkpoints' own records), its test accuracy measured here with
+`vitedge.evaluate` on the artefact as shipped (so `python -m vitedge.evaluate --model
+vitedge/assets/model/<artefact> --data <FER-2013> --split test` reproduces it), and the licence note.
+The fp32 checkpoint (`<model>.pt`, loadable with weights_only=True) is copied beside them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+LICENCE = ("Trained on FER-2013 (Goodfellow et al., 2013; ICML 2013 representation-learning challenge): "
+           "research use only, as the data set. The code is vitedge's; the weights inherit FER-2013's terms.")
+
+
+def training_record(run: Path, model: str) -> dict:
+    """What each stage of the run recorded about itself (stage summaries written by the workflow)."""
+    record = {}
+    for stage, name in (("pretrain", "teacher-pretrain"), ("finetune", "teacher"), ("distill", model)):
+        summary = run / "models" / f"{name}.json"
+        if summary.is_file():
+            record[stage] = json.loads(summary.read_text())
+    return record
+
+
+def ship(run: Path, model: str, artefacts: list[str], data: str, out: Path) -> list[dict]:
+    from vitedge.evaluate import evaluate_artefact
+    from vitedge.io import sha256_file, write_json
+    from vitedge.sysinfo import describe, machine_info
+
+    out.mkdir(parents=True, exist_ok=True)
+    shipped = []
+    for name in artefacts:
+        src = run / "artefacts" / model / name
+        if not (src / "meta.json").is_file():
+            raise SystemExit(f"error: {src} is not a finished artefact (no meta.json): run the workflow first")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out))
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        result = evaluate_artefact(str(tmp), data, split="test", threads=1)
+        meta = json.loads((tmp / "meta.json").read_text())
+        meta["shipped"] = {
+            "model": f"{run.name}/{model}", "licence": LICENCE,
+            "test_accuracy": {"split": "test (FER-2013 PrivateTest)", "top1": result["top1"],
+                              "macro_f1": result["macro_f1"], "n": result["n"],
+                              "command": f"python -m vitedge.evaluate --model vitedge/assets/model/{name} "
+                                         f"--data {data} --split test"},
+            "training": training_record(run, model),
+            "measured_on": describe(machine_info()),
+        }
+        write_json(tmp / "meta.json", meta)
+        dest = out / name
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.rename(dest)
+        shipped.append({"artefact": name, "top1": result["top1"], "macro_f1": result["macro_f1"],
+                        "sha256": sha256_file(dest / meta["file"])})
+        print(f"{name}: test top-1 {100 * result['top1']:.2f}%, macro-F1 {100 * result['macro_f1']:.2f}% -> {dest}")
+    ckpt = run / "models" / f"{model}.pt"
+    shutil.copyfile(ckpt, out / f".{model}.pt.tmp")
+    (out / f".{model}.pt.tmp").replace(out / f"{model}.pt")
+    return shipped
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", type=Path, required=True, help="a workflow run folder, e.g. results/fer2013")
+    p.add_argument("--model", default="student")
+    p.add_argument("--artefacts", nargs="+", default=["onnx-int8", "onnx-fp32"])
+    p.add_argument("--data", required=True, help="FER-2013 zip / folder / CSV, or the run's data folder")
+    p.add_argument("--out", type=Path, default=REPO / "vitedge" / "assets" / "model")
+    args = p.parse_args(argv)
+    ship(args.run, args.model, args.artefacts, args.data, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
