@@ -50,3 +50,20 @@ def test_cli_json_and_errors(setup, capsys):
     assert evaluate.main(["--model", str(d / "missing.pt"), "--data", str(d / "data")]) == 2
     assert "error:" in capsys.readouterr().err
     assert evaluate.main(["--model", str(d / "m.pt"), "--data", str(d / "nowhere")]) == 2
+
+
+@pytest.mark.fer2013
+@pytest.mark.slow
+def test_shipped_model_accuracy_reproduces_on_fer2013(fer_zip):
+    """The README's claim for the shipped model: `vitedge.evaluate` on PrivateTest gives what its
+    meta.json records, to 0.1 point."""
+    from vitedge.infer import packaged_model
+
+    shipped = packaged_model()
+    if shipped is None:
+        pytest.skip("no model shipped in vitedge/assets/model/")
+    for meta_path in shipped.glob("*/meta.json"):
+        recorded = json.loads(meta_path.read_text())["shipped"]["test_accuracy"]
+        result = evaluate.evaluate_artefact(str(meta_path.parent), str(fer_zip), split="test", threads=1)
+        assert result["n"] == recorded["n"] == 3589
+        assert abs(result["top1"] - recorded["top1"]) <= 0.001, (result["top1"], recorded["top1"])
