@@ -15,6 +15,7 @@ For every int8 artefact of a run (`<run>/artefacts/<model>/<format>-int8/`) it p
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -26,30 +27,33 @@ def _fmt(v, spec: str, scale: float = 1.0) -> str:
     return format(v * scale, spec) if isinstance(v, (int, float)) else "–"
 
 
-def test_top1(path: Path, split, pre) -> float | None:
+@functools.lru_cache(maxsize=None)  # a checkpoint is the fp32 source of every int8 format: score it once
+def test_top1(path: Path, split_name: str, run: Path) -> float | None:
+    """Top-1 of an artefact or checkpoint on a split of the run, through vitedge.runtimes (its own
+    preprocessing); None where it cannot run here."""
     from vitedge import runtimes
-    from vitedge.quantize.core import batched, top1
+    from vitedge.data import load_splits
+    from vitedge.evaluate import predict_split
+    from vitedge.quantize.core import top1
 
     try:
         rt = runtimes.load(path, runtime="auto", device="cpu", threads=1)
     except (runtimes.RuntimeUnavailable, runtimes.ArtefactError):
         return None
-    return top1(batched(rt.predict, pre(split.images)), split.labels)
+    split = load_splits(run / "data", (split_name,))[split_name]
+    return top1(predict_split(rt, split, progress=False), split.labels)
 
 
 def rows(run: Path, split_name: str) -> list[dict]:
-    from vitedge.data import load_splits
     from vitedge.export.common import read_meta
-    from vitedge.preprocess import Preprocess
 
-    split = load_splits(run / "data")[split_name] if split_name != "none" else None
+    remeasure = split_name != "none"
     out = []
     for meta_path in sorted((run / "artefacts").glob("*/*-int8/meta.json")):
         art = meta_path.parent
         meta = read_meta(art)
         q = meta.get("quantization") or {}
         model = art.parent.name
-        pre = Preprocess.from_dict(meta["preprocess"])
         ckpt = Path(meta["source_checkpoint"])
         fp32_dir = art.parent / f"{meta['format']}-fp32"
         fp32_size = read_meta(fp32_dir)["size_bytes"] if (fp32_dir / "meta.json").is_file() else ckpt.stat().st_size
@@ -59,8 +63,8 @@ def rows(run: Path, split_name: str) -> list[dict]:
         out.append({
             "model": model, "format": meta["format"], "variant": q.get("variant", "?"),
             "fp32_val": q.get("fp32_top1"), "int8_val": q.get("int8_top1"), "drop": q.get("drop_points"),
-            "fp32_test": test_top1(ckpt, split, pre) if split is not None and ckpt.is_file() else None,
-            "int8_test": test_top1(art, split, pre) if split is not None else None,
+            "fp32_test": test_top1(ckpt, split_name, run) if remeasure and ckpt.is_file() else None,
+            "int8_test": test_top1(art, split_name, run) if remeasure else None,
             "fp32_mb": fp32_size / 1e6, "int8_mb": meta["size_bytes"] / 1e6,
             "fp32_ms": f32.get("bs1_ms"), "int8_ms": i8.get("bs1_ms"),
             "fp32_ips": f32.get("images_per_s"), "int8_ips": i8.get("images_per_s"),

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -71,13 +70,12 @@ LATENCY_THREADS = 1  # on a shared 2-core host two OpenMP threads stall behind o
 
 
 @torch.inference_mode()
-def cpu_latency_ms(model: nn.Module, img_size: int, in_chans: int = 1, batch: int = 1,
-                   threads: int = LATENCY_THREADS) -> float:
+def cpu_latency_ms(model: VisionTransformer, threads: int = LATENCY_THREADS) -> float:
     """Median wall time of one eval forward pass on the CPU, with the shared bench protocol."""
     from vitedge.bench import measure
 
     model = model.eval().cpu()
-    x = torch.zeros(batch, in_chans, img_size, img_size)
+    x = torch.zeros(1, model.cfg.in_chans, model.cfg.img_size, model.cfg.img_size)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -94,7 +92,7 @@ def model_card(model: VisionTransformer, splits: dict[str, Split], pre: Preproce
         "preset_config": model.cfg.as_dict(),
         "params": model.num_params(),
         "flops": flops_per_image(model),
-        "latency_ms_bs1": cpu_latency_ms(model, model.cfg.img_size, model.cfg.in_chans),
+        "latency_ms_bs1": cpu_latency_ms(model),
         **{f"{name}_{k}": scores[name][k] for name in scores for k in ("top1", "macro_f1")},
     }
 

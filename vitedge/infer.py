@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from vitedge.metrics import softmax
+
 EXIT_OK, EXIT_NO_FACE, EXIT_INPUT_ERROR, EXIT_MODEL_ERROR = 0, 1, 2, 3
 EPILOG = """exit codes:
   0  every image was read and at least one face was found
@@ -64,7 +66,8 @@ def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS):
         raise InputError("file not found")
     if path.is_dir():
         raise InputError("is a directory, not an image")
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    # PIL's limit is process-wide: set it for this decode only, so no other caller inherits it
+    previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
     try:
         with warnings.catch_warnings():
             # PIL only warns between MAX_IMAGE_PIXELS and twice that: refuse those too
@@ -80,6 +83,8 @@ def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS):
         raise InputError("not an image, or a format PIL cannot read") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # PIL's errors for broken data
         raise InputError(f"truncated or corrupt image ({exc})") from exc
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
     if image.width < 1 or image.height < 1:
         raise InputError("empty image")
     return image
@@ -151,12 +156,6 @@ NO_MODEL = ("no model given and none is shipped with this vitedge install (vited
             "`snakemake --cores 2 all` and pass --model results/default/artefacts/student")
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 # --------------------------------------------------------------------------- the command
 def run(args: argparse.Namespace, out=None, err=None) -> int:
     from vitedge import runtimes
@@ -197,7 +196,8 @@ def run(args: argparse.Namespace, out=None, err=None) -> int:
             complain(f"{name}: {res.error}")
             continue
         res.size = (gray.shape[1], gray.shape[0])
-        grays[i] = gray
+        if args.annotate:  # full-size images are kept only when they will be drawn on
+            grays[i] = gray
         try:
             res.boxes = [(0, 0, *res.size)] if args.no_detect else detect_faces(gray, args.min_face)
         except RuntimeError as exc:  # the detector itself is unusable: no image will fare better

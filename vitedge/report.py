@@ -35,7 +35,6 @@ from vitedge.io import atomic_write_bytes, atomic_write_text, read_json, write_j
 
 PRECISION_ORDER = {"fp32": 0, "bf16": 1, "fp16": 2, "int8": 3}
 MODEL_ORDER = {"teacher": 0, "student": 1}
-STATUS_ORDER = {"failed": 0, "ok": 1, "skipped": 2}
 
 
 # --------------------------------------------------------------------------- rows
@@ -68,7 +67,8 @@ def _nested(d: dict | None, *keys: str) -> Any:
 def flatten(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One flat record per row (a result with no rows, e.g. an artefact its target does not run, gives one).
 
-    Records carry only scalars, so they go straight to CSV; `confusion` is kept for the plots.
+    Records carry only scalars, so they go straight to CSV; `confusion` (for the plots) and
+    `failure_list` (the gate failures, one by one) are left out of it.
     """
     machines: dict[str, str] = {}
     records = []
@@ -105,6 +105,7 @@ def flatten(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "gate_failures": "; ".join(gate.get("failures", [])),
                 "stand_in": row.get("stand_in", ""), "machine_id": mid, "machine": line, "file": r.get("_file", ""),
                 "confusion": _nested(row, "accuracy", "confusion"),
+                "failure_list": list(gate.get("failures", [])),  # reasons may contain "; " themselves
             })
     records.sort(key=lambda x: (x["target"], MODEL_ORDER.get(x["model"], 9), x["model"], x["format"],
                                 PRECISION_ORDER.get(x["precision"], 9), x["entry"]))
@@ -113,7 +114,7 @@ def flatten(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def gate_failures(records: list[dict[str, Any]]) -> list[str]:
     """'student onnx-int8 @ cpu [onnxruntime]: top-1 drop 3.10 pts > 2.00 allowed' for each failure."""
-    return [f"{_label(r)}: {f}" for r in records if r["gate"] == "FAIL" for f in r["gate_failures"].split("; ")]
+    return [f"{_label(r)}: {f}" for r in records if r["gate"] == "FAIL" for f in r["failure_list"]]
 
 
 def busy(r: dict[str, Any]) -> bool:
@@ -496,7 +497,7 @@ def write_report(results: list[dict[str, Any]], out_dir: str | Path, distill: di
     atomic_write_text(out_dir / "index.html", render_html(title, s, figures, distill))
     atomic_write_text(out_dir / "report.md", render_markdown(title, s, figures, distill))
 
-    scalar = [{k: v for k, v in r.items() if k != "confusion"} for r in records]
+    scalar = [{k: v for k, v in r.items() if k not in ("confusion", "failure_list")} for r in records]
     with io.StringIO() as buf:
         w = csv.DictWriter(buf, fieldnames=list(scalar[0]) if scalar else ["model"], lineterminator="\n")
         w.writeheader()

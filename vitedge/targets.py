@@ -16,8 +16,8 @@ A target file (see runtimes/cpu.yaml for a commented one):
         options: {dtype: fp16}   # optional, passed to the runtime
         requires: {...}          # optional, on top of the target's
 
-`unmet(requires)` answers "why can this not run here?" without importing torch when it can
-(no NVIDIA driver -> no CUDA), so a skipped row costs almost nothing.
+`unmet(requires)` answers "why can this not run here?", from the host before asking torch when
+it can (no NVIDIA driver -> no CUDA), so the reason names what is actually missing.
 """
 from __future__ import annotations
 
@@ -142,7 +142,7 @@ def load_target(name_or_path: str | os.PathLike) -> Target:
 
 # --------------------------------------------------------------------------- requirements
 def _cuda_reason(min_capability: float | None = None) -> str | None:
-    # cheap first: without a driver, importing torch (~2 s) only to hear "no" is wasted
+    # the host first: without a driver the precise reason is the missing driver, not torch's view
     if platform.system() == "Linux" and not os.path.exists("/proc/driver/nvidia") and not shutil.which("nvidia-smi"):
         return "no CUDA GPU (no NVIDIA driver on this host)"
     if platform.system() == "Darwin":

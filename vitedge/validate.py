@@ -111,7 +111,20 @@ def _load_runtime(path: str | Path, entry: Entry, threads: int | None):
 
 
 # --------------------------------------------------------------------------- one row
-def _row_base(target: Target, entry: Entry, fmt: str, precision: str) -> dict[str, Any]:
+def _result_head(target: Target, model: str, fmt: str, precision: str, artefact: str | None) -> dict[str, Any]:
+    return {"schema": SCHEMA, "model": model, "format": fmt, "precision": precision, "target": target.name,
+            "target_description": target.description, "target_file": str(target.path), "artefact": artefact}
+
+
+def _stamp() -> dict[str, Any]:
+    """Where and when a result was made."""
+    from vitedge.sysinfo import describe, machine_info
+
+    machine = machine_info()
+    return {"machine": machine, "machine_line": describe(machine), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def _row_base(target: Target, entry: Entry, precision: str) -> dict[str, Any]:
     return {"entry": entry.name, "runtime": entry.runtime, "device": entry.device, "threads": target.threads_for(entry),
             "options": entry.options, "precision": entry.precision_override or precision,
             "artefact_precision": precision, "stand_in": target.stand_in() if entry.device == "cpu" else "",
@@ -174,8 +187,6 @@ def validate(artefact: str | Path, reference: str | Path, target: str | Path | T
              limit: int | None = None) -> dict[str, Any]:
     """Validate `artefact` on `target` against the fp32 `reference` checkpoint; returns the result dict."""
     from vitedge.runtimes import describe
-    from vitedge.sysinfo import describe as describe_machine
-    from vitedge.sysinfo import machine_info
 
     t_start = time.perf_counter()
     target = target if isinstance(target, Target) else load_target(target)
@@ -185,14 +196,13 @@ def validate(artefact: str | Path, reference: str | Path, target: str | Path | T
     _, meta = describe(artefact)  # ArtefactError propagates: there is nothing to validate
     fmt, precision = artefact_key(meta["format"], meta["precision"]).split("-")
     result: dict[str, Any] = {
-        "schema": SCHEMA, "model": meta.get("model_name") or artefact.stem, "format": fmt, "precision": precision,
-        "target": target.name, "target_description": target.description, "target_file": str(target.path),
-        "artefact": str(artefact), "reference": str(reference), "gates": {
+        **_result_head(target, meta.get("model_name") or artefact.stem, fmt, precision, str(artefact)),
+        "reference": str(reference), "gates": {
             "max_accuracy_drop": gates.max_accuracy_drop, "min_agreement": gates.min_agreement,
             "by_precision": gates.by_precision or {}},
     }
     entries = target.entries_for(fmt, precision)
-    rows = [_row_base(target, e, fmt, precision) for e in entries]
+    rows = [_row_base(target, e, precision) for e in entries]
     for e, row in zip(entries, rows):
         row["reason"] = unmet({**target.requires, **e.requires}) or ""
     runnable = [(e, r) for e, r in zip(entries, rows) if not r["reason"]]
@@ -229,27 +239,18 @@ def validate(artefact: str | Path, reference: str | Path, target: str | Path | T
             row["gate"] = {"passed": False, "failures": [f"failed: {row['reason']}"]}
     result["rows"] = rows
     result.update(_summarise(rows, result.get("reason", "")))
-    result["machine"] = machine_info()
-    result["machine_line"] = describe_machine(result["machine"])
-    result["seconds"] = round(time.perf_counter() - t_start, 2)
-    result["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    result.update(_stamp(), seconds=round(time.perf_counter() - t_start, 2))
     return result
 
 
 def unbuilt(model: str, fmt: str, precision: str, target: str | Path | Target, reason: str) -> dict[str, Any]:
     """The result for an artefact this host could not build (e.g. TensorRT without TensorRT or a GPU):
     one "skipped: <reason>" row per entry of the target that would have run it, so the matrix shows it."""
-    from vitedge.sysinfo import describe as describe_machine
-    from vitedge.sysinfo import machine_info
-
     target = target if isinstance(target, Target) else load_target(target)
-    rows = [{**_row_base(target, e, fmt, precision), "reason": f"not built: {reason}"}
+    rows = [{**_row_base(target, e, precision), "reason": f"not built: {reason}"}
             for e in target.entries_for(fmt, precision)]
-    machine = machine_info()
-    return {"schema": SCHEMA, "model": model, "format": fmt, "precision": precision, "target": target.name,
-            "target_description": target.description, "target_file": str(target.path), "artefact": None,
-            "rows": rows, **_summarise(rows, f"not built: {reason}"), "machine": machine,
-            "machine_line": describe_machine(machine), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return {**_result_head(target, model, fmt, precision, None), "rows": rows,
+            **_summarise(rows, f"not built: {reason}"), **_stamp()}
 
 
 def reference_logits(reference: str | Path, x: np.ndarray) -> tuple[np.ndarray, Preprocess, list[str]]:

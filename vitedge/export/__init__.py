@@ -42,11 +42,16 @@ def export_artefact(checkpoint: str | Path, root: str | Path, model_name: str, f
     art = artefact_dir(root, model_name, fmt, precision)  # validates fmt and precision
     if fmt not in BUILDERS:
         raise ValueError(f"{fmt} artefacts are not exported from a checkpoint here (the quantiser writes them)")
+    builder = importlib.import_module(BUILDERS[fmt])
+    # refuse before anything on disk is touched: an existing artefact (e.g. the quantiser's) stays
+    if precision not in builder.PRECISIONS:
+        raise ValueError(f"{fmt}-{precision} is not exported from a checkpoint ({fmt}: {', '.join(builder.PRECISIONS)}); "
+                         f"int8 {fmt} is made by `python -m vitedge.quantize` (calibration + accuracy gate)")
+    getattr(builder, "check_host", lambda: None)()  # RuntimeUnavailable where the toolchain is missing
     model, info = load_source(checkpoint)
     art.mkdir(parents=True, exist_ok=True)
     # an old meta.json must not vouch for a half-replaced artefact
     (art / META).unlink(missing_ok=True)
-    builder = importlib.import_module(BUILDERS[fmt])
     with Timer() as t:
         file_name, extras = builder.build(model, info, art, precision, **opts)
     meta = write_meta(art, fmt, precision, file_name, info, t.seconds, model_name=model_name, **extras)

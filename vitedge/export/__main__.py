@@ -14,8 +14,6 @@ import sys
 from vitedge.export import FORMATS, PRECISIONS, ArtefactError, RuntimeUnavailable, export_artefact
 
 EXIT_ERROR, EXIT_UNAVAILABLE = 2, 3
-# int8 of these formats is a quantisation recipe (calibration, accuracy gate), not a format step
-QUANTISER_INT8 = ("onnx", "executorch", "tensorrt")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,7 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--out", required=True, help="artefact root; writes OUT/MODEL_NAME/FORMAT-PRECISION/")
     p.add_argument("--opts-json", default="{}",
-                   help='format options, e.g. {"optimize": "off"} (onnx), {"max_batch": 32} (executorch), '
+                   help='format options, e.g. {"optimize": "off"} (onnx), {"batch": 1} (executorch), '
                         '{"profile": [1, 8, 64]} (tensorrt)')
     p.add_argument("--no-verify", action="store_true", help="skip the parity / spec check against PyTorch")
     p.add_argument("--json", action="store_true", help="print meta.json instead of a summary line")
@@ -37,10 +35,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.precision == "int8" and args.format in QUANTISER_INT8:
-        print(f"error: int8 {args.format} is made by the quantiser (calibration + accuracy gate): "
-              f"run `python -m vitedge.quantize` instead", file=sys.stderr)
-        return EXIT_ERROR
     try:
         opts = json.loads(args.opts_json)
         meta = export_artefact(args.checkpoint, args.out, args.model_name, args.format, args.precision,

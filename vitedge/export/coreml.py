@@ -20,7 +20,6 @@ import contextlib
 import io
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -132,6 +131,9 @@ def save_mlpackage(mlmodel, path: str | Path) -> Path:
         with atomic_path(path) as tmp:
             os.replace(saved, tmp)
     return path
+
+
+PRECISIONS = ("fp32", "fp16", "int8")  # int8: weights only, the quantiser adds the accuracy gate
 
 
 def build(model: torch.nn.Module, info: dict[str, Any], art_dir: Path, precision: str,

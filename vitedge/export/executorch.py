@@ -85,12 +85,12 @@ def static_program(model: torch.nn.Module, batch: int = DEFAULT_BATCH) -> torch.
         return torch.export.export(model.eval(), (example_input(model, batch),))
 
 
+PRECISIONS = ("fp32",)  # int8 is the quantiser's; XNNPACK has no fp16 path worth shipping on CPUs
+
+
 def build(model: torch.nn.Module, info: dict[str, Any], art_dir: Path, precision: str,
           batch: int = DEFAULT_BATCH, **_: Any) -> tuple[str, dict[str, Any]]:
     """The `executorch-fp32` artefact (int8 comes from the quantiser through `lower_to_pte`)."""
-    if precision != "fp32":
-        raise ValueError(f"{precision} ExecuTorch is made by `python -m vitedge.quantize` (int8); "
-                         "XNNPACK has no fp16 path worth shipping on CPUs")
     delegation: dict[str, Any] = {}
     path = lower_to_pte(static_program(model, batch), art_dir / "model.pte", report=delegation)
     # max_batch: runtimes split larger batches; static_batch: and pad the last piece

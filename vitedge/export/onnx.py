@@ -160,12 +160,12 @@ def optimize_onnx(path: str | Path, config: dict[str, Any], mode: str = "auto", 
 
 
 # --------------------------------------------------------------------------- artefact builder
+PRECISIONS = ("fp32", "fp16")  # exported from a checkpoint; int8 is the quantiser's (accuracy gate)
+
+
 def build(model: torch.nn.Module, info: dict[str, Any], art_dir: Path, precision: str,
           opset: int = 17, optimize: str = "auto", **_: Any) -> tuple[str, dict[str, Any]]:
     """The `onnx-<precision>` artefact: model.onnx (+ optional ORT fusion, fp32 only)."""
-    if precision not in ("fp32", "fp16"):
-        raise ValueError("int8 ONNX is made by the quantiser (with an accuracy gate): "
-                         "run `python -m vitedge.quantize` instead")
     path = export_onnx(model, art_dir / "model.onnx", info, opset=opset, fp16=precision == "fp16")
     extras: dict[str, Any] = {"opset": opset}
     if precision == "fp32":

@@ -150,6 +150,14 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, precision: str = "f
     return path
 
 
+PRECISIONS = ("fp32", "fp16")  # int8 engines come from the quantiser's Q/DQ ONNX (accuracy gate)
+
+
+def check_host() -> None:
+    """Raise RuntimeUnavailable on hosts without TensorRT and a GPU, before anything is touched."""
+    host_engine_key()
+
+
 def build(model, info: dict[str, Any], art_dir: Path, precision: str, profile: Sequence[int] | None = None,
           timing_cache: str | Path | None = None, workspace_mib: int = DEFAULT_WORKSPACE_MIB,
           **_: Any) -> tuple[str, dict[str, Any]]:
@@ -157,10 +165,8 @@ def build(model, info: dict[str, Any], art_dir: Path, precision: str, profile: S
     from (kept so the engine can be rebuilt on another GPU without the checkpoint)."""
     from vitedge.export.onnx import export_onnx
 
-    if precision == "int8":
-        raise ValueError("int8 TensorRT is made by `python -m vitedge.quantize` (Q/DQ ONNX + accuracy gate)")
     lo, opt, hi = normalise_profile(profile)
-    host = host_engine_key()  # fail early, before exporting anything, on hosts without TensorRT/GPU
+    host = host_engine_key()
     onnx_path = export_onnx(model, art_dir / "model.onnx", info)  # plain ONNX: TensorRT cannot run ORT fusions
     cache = Path(timing_cache) if timing_cache else art_dir / TIMING_CACHE
     engine = build_engine(onnx_path, art_dir, precision, (lo, opt, hi), cache, workspace_mib=workspace_mib)

@@ -220,7 +220,7 @@ class Gate:
         self.fp32_top1 = top1(ref_logits, labels)
         self.attempts: list[Attempt] = []
 
-    def check(self, cand: Candidate, t0: float) -> tuple[Attempt, np.ndarray]:
+    def check(self, cand: Candidate, t0: float) -> Attempt:
         logits = batched(cand.predict, self.x)
         acc = top1(logits, self.labels)
         drop = 100 * (self.fp32_top1 - acc)
@@ -228,7 +228,7 @@ class Gate:
                     drop <= self.max_drop + 1e-9, round(time.perf_counter() - t0, 2))
         self.attempts.append(a)
         log.info("%s -> %s", a.brief(), "pass" if a.passed else "fail")
-        return a, logits
+        return a
 
     def kl(self, cand: Candidate) -> float:
         return parity_metrics(batched(cand.predict, self.x), self.ref_logits)["kl"]
@@ -250,7 +250,7 @@ def gate_variant(backend: Backend, variant: str, gate: Gate, cfg: QuantizeConfig
     the last attempt, the sensitivity ranking if one was needed)."""
     t0 = time.perf_counter()
     cand = backend.build(variant, ())
-    attempt, _ = gate.check(cand, t0)
+    attempt = gate.check(cand, t0)
     if attempt.passed or cfg.max_fallback_steps <= 0:
         return (cand if attempt.passed else None), attempt, {}
     ranking = sensitivity(backend, variant, gate, cfg.max_sensitivity_units)
@@ -262,7 +262,7 @@ def gate_variant(backend: Backend, variant: str, gate: Gate, cfg: QuantizeConfig
         excluded.append(unit)
         t0 = time.perf_counter()
         cand = backend.build(variant, tuple(excluded))
-        attempt, _ = gate.check(cand, t0)
+        attempt = gate.check(cand, t0)
         best = min(best, attempt, key=lambda a: a.drop)
         if attempt.passed:
             return cand, attempt, ranking

@@ -10,6 +10,8 @@
 import os
 
 QUANTIZE = config.setdefault("quantize", {})
+QUANTIZE.setdefault("models", ["student"])
+QUANTIZE.setdefault("formats", ["onnx", "torch", "executorch", "coreml"])
 QUANTIZE_FORMATS = ("onnx", "torch", "executorch", "coreml", "tensorrt")
 # workflow keys, not QuantizeConfig fields: per-format overrides are merged over the shared settings
 _QUANTIZE_LAYOUT = ("models", "formats", *QUANTIZE_FORMATS)
@@ -61,11 +63,7 @@ rule quantize:
         "--data {OUT}/data --out {OUT}/artefacts --config-json {params.cfg} > {log} 2>&1"
 
 
-QUANTIZE.setdefault("models", ["student"])
-QUANTIZE.setdefault("formats", ["onnx", "torch", "executorch", "coreml"])
 INT8_ARTEFACTS = [out(f"artefacts/{model}/{fmt}-int8/meta.json") for model in QUANTIZE["models"] for fmt in QUANTIZE["formats"]]
-
-
 COMPRESSION_BENCHMARK = shlex.quote(os.path.join(workflow.basedir, "benchmarks", "compression.py"))
 
 

@@ -9,7 +9,8 @@
 #
 # meta.json is written last and is each rule's output: its presence means the artefact is complete.
 # `export.formats` (config) says which artefacts `all` asks for; the validation matrix reads the
-# same key, so TensorRT entries are dropped from it here on hosts that cannot build engines.
+# same key. On hosts that cannot build engines TensorRT entries move to EXPORT_UNBUILT, which the
+# matrix shows as "skipped: not built: <why>" rows.
 import sys
 
 sys.path.insert(0, workflow.basedir)
@@ -30,9 +31,8 @@ _trt_mode = (EXPORT.get("tensorrt") or {}).get("when", "auto")
 TENSORRT_OK, TENSORRT_WHY = (True, "") if _trt_mode == "always" else (False, "export.tensorrt.when is never") \
     if _trt_mode == "never" else tensorrt_available()
 if not TENSORRT_OK and any(_export_spec(f)[0] == "tensorrt" for f in EXPORT["formats"]):
-    # not a failure: the rest of the workflow runs, and the validation matrix leaves TensorRT out
+    # not a failure: the rest of the workflow runs
     print(f"vitedge: TensorRT artefacts skipped on this host ({TENSORRT_WHY})", file=sys.stderr)
-    # the validation matrix still lists them, as "skipped: not built: <why>" rows
     EXPORT_UNBUILT = {(m, *_export_spec(f)): TENSORRT_WHY for m in EXPORT["models"] for f in EXPORT["formats"]
                       if _export_spec(f)[0] == "tensorrt"}
     EXPORT["formats"] = [f for f in EXPORT["formats"] if _export_spec(f)[0] != "tensorrt"]

@@ -30,17 +30,12 @@ TARGETS = {t.name: t for t in map(load_target, map(target_file, VALIDATE.get("ta
 
 def workflow_artefacts():
     """(model, format, precision) of everything the workflow builds: each model's fp32 checkpoint
-    (format "torch"), the exports and the int8 artefacts, from config (read defensively: other
-    stages own those keys)."""
-    export, quantize = config.get("export") or {}, config.get("quantize") or {}
-    models = list(config["models"])
-    out_ = [(m, "torch", "fp32") for m in models]
-    for m in export.get("models", ["student"]):
-        out_ += [(m, *artefact_spec(f, "fp32")) for f in export.get("formats", [])]
-    int8_formats = quantize.get("formats", ["onnx", "torch", "executorch", "coreml"])  # compress.smk's default
-    for m in quantize.get("models", ["student"]):
-        out_ += [(m, *artefact_spec(f, "int8")) for f in int8_formats]
-    out_ += list(EXPORT_UNBUILT)  # export.smk: artefacts this host cannot build (skipped rows)
+    (format "torch"), the exports and the int8 artefacts (EXPORT and QUANTIZE: export.smk and
+    compress.smk fill in their defaults), and the artefacts this host cannot build (skipped rows)."""
+    out_ = [(m, "torch", "fp32") for m in config["models"]]
+    out_ += [(m, *artefact_spec(f, EXPORT_PRECISION)) for m in EXPORT["models"] for f in EXPORT["formats"]]
+    out_ += [(m, *artefact_spec(f, "int8")) for m in QUANTIZE["models"] for f in QUANTIZE["formats"]]
+    out_ += list(EXPORT_UNBUILT)
     return list(dict.fromkeys(out_))
 
 

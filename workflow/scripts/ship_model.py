@@ -15,7 +15,6 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,49 +34,41 @@ def training_record(run: Path, model: str) -> dict:
     return record
 
 
-def ship(run: Path, model: str, artefacts: list[str], data: str, out: Path) -> list[dict]:
+def ship(run: Path, model: str, artefacts: list[str], data: str, out: Path) -> None:
     from vitedge.evaluate import evaluate_artefact
-    from vitedge.io import sha256_file, write_json
+    from vitedge.io import atomic_path, write_json
     from vitedge.sysinfo import describe, machine_info
 
     out.mkdir(parents=True, exist_ok=True)
-    shipped = []
     for name in artefacts:
         src = run / "artefacts" / model / name
         if not (src / "meta.json").is_file():
             raise SystemExit(f"error: {src} is not a finished artefact (no meta.json): run the workflow first")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out))
-        shutil.copytree(src, tmp, dirs_exist_ok=True)
-        result = evaluate_artefact(str(tmp), data, split="test", threads=1)
-        meta = json.loads((tmp / "meta.json").read_text())
-        meta["shipped"] = {
-            "model": f"{run.name}/{model}", "licence": LICENCE,
-            "test_accuracy": {"split": "test (FER-2013 PrivateTest)", "top1": result["top1"],
-                              "macro_f1": result["macro_f1"], "n": result["n"],
-                              "command": f"python -m vitedge.evaluate --model vitedge/assets/model/{name} "
-                                         f"--data {data} --split test"},
-            "training": training_record(run, model),
-            "measured_on": describe(machine_info()),
-        }
-        write_json(tmp / "meta.json", meta)
-        dest = out / name
-        if dest.exists():
-            shutil.rmtree(dest)
-        tmp.rename(dest)
-        shipped.append({"artefact": name, "top1": result["top1"], "macro_f1": result["macro_f1"],
-                        "sha256": sha256_file(dest / meta["file"])})
-        print(f"{name}: test top-1 {100 * result['top1']:.2f}%, macro-F1 {100 * result['macro_f1']:.2f}% -> {dest}")
-    ckpt = run / "models" / f"{model}.pt"
-    shutil.copyfile(ckpt, out / f".{model}.pt.tmp")
-    (out / f".{model}.pt.tmp").replace(out / f"{model}.pt")
-    return shipped
+        # assembled beside the destination, measured as shipped, then swapped in whole
+        with atomic_path(out / name) as tmp:
+            shutil.copytree(src, tmp)
+            result = evaluate_artefact(str(tmp), data, split="test", threads=1)
+            meta = json.loads((tmp / "meta.json").read_text())
+            meta["shipped"] = {
+                "model": f"{run.name}/{model}", "licence": LICENCE,
+                "test_accuracy": {"split": "test (FER-2013 PrivateTest)", "top1": result["top1"],
+                                  "macro_f1": result["macro_f1"], "n": result["n"],
+                                  "command": f"python -m vitedge.evaluate --model vitedge/assets/model/{name} "
+                                             f"--data {data} --split test"},
+                "training": training_record(run, model),
+                "measured_on": describe(machine_info()),
+            }
+            write_json(tmp / "meta.json", meta)
+        print(f"{name}: test top-1 {100 * result['top1']:.2f}%, macro-F1 {100 * result['macro_f1']:.2f}% -> {out / name}")
+    with atomic_path(out / f"{model}.pt") as tmp:
+        shutil.copyfile(run / "models" / f"{model}.pt", tmp)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", type=Path, required=True, help="a workflow run folder, e.g. results/fer2013")
     p.add_argument("--model", default="student")
-    p.add_argument("--artefacts", nargs="+", default=["onnx-int8", "onnx-fp32"])
+    p.add_argument("--artefacts", nargs="+", default=["onnx-int8"])
     p.add_argument("--data", required=True, help="FER-2013 zip / folder / CSV, or the run's data folder")
     p.add_argument("--out", type=Path, default=REPO / "vitedge" / "assets" / "model")
     args = p.parse_args(argv)
