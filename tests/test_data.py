@@ -334,7 +334,8 @@ def test_cli_writes_the_cache_and_prints_a_summary(kaggle_dir, tmp_path, capsys)
     printed = capsys.readouterr().out
     rows = {line.split()[0]: line.split()[1:] for line in printed.splitlines()[1:]}
     assert "2 skipped" in printed and rows["train"][0] == "22" and rows["val"][0] == "14"
-    assert {p.name for p in out.iterdir()} == {"manifest.json", "train.npz", "val.npz", "test.npz"}
+    assert {p.name for p in out.iterdir()} == {"manifest.json", "train.npz", "val.npz", "test.npz",
+                                               "datacard.json", "datacard.md"}
     assert len(load_splits(out)["val"]) == 14
 
 

@@ -123,6 +123,53 @@ def test_onnx_optimizer_is_recorded(tmp_path, onnx_root):
     assert optimize_onnx(path, meta["config"], mode="off") == {"applied": False, "mode": "off"}
 
 
+# --------------------------------------------------------------------------- the hybrid (conv stem)
+@pytest.fixture(scope="module")
+def hybrid_ckpt(tmp_path_factory):
+    """A conv-stem ViT whose BatchNorm running statistics are not the identity, so folding is tested."""
+    torch.manual_seed(0)
+    model = create_model("hybrid-micro-48", distilled=True, depth=2).train()
+    with torch.no_grad():
+        for _ in range(4):
+            model(torch.randn(32, 1, 48, 48) * 1.7 + 0.4)
+    path = tmp_path_factory.mktemp("hybrid") / "hybrid.pt"
+    save_model(path, model.eval(), Preprocess(), list(CLASSES), {})
+    return path
+
+
+def test_hybrid_exports_fold_batchnorm_and_match_torch(tmp_path, hybrid_ckpt):
+    import onnx
+    import onnxruntime as ort
+
+    from vitedge.checkpoints import load_model
+
+    meta = export_artefact(hybrid_ckpt, tmp_path, "h", "onnx", "fp32", optimize="off")
+    assert meta["verification"]["parity"]["max_abs_delta"] < TOL
+    proto = onnx.load(str(tmp_path / "h" / "onnx-fp32" / "model.onnx"))
+    ops = {n.op_type for n in proto.graph.node}
+    assert "Conv" in ops and "BatchNormalization" not in ops  # BN folded into the stem's convs
+    # against the unfolded checkpoint as trained, not only against the folded copy
+    reference, _ = load_model(hybrid_ckpt)
+    x = _inputs(5)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x)).numpy()
+    sess = ort.InferenceSession(str(tmp_path / "h" / "onnx-fp32" / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert np.abs(sess.run(["logits"], {"input": x})[0] - expected).max() < TOL
+    ort_meta = export_artefact(hybrid_ckpt, tmp_path, "h", "ort", "fp32")
+    assert ort_meta["verification"]["parity"]["max_abs_delta"] < TOL
+
+
+def test_hybrid_coreml_spec(tmp_path, hybrid_ckpt):
+    meta = export_artefact(hybrid_ckpt, tmp_path, "h", "coreml", "fp16")
+    assert meta["format"] == "coreml" and meta["config"]["stem"] == "conv"
+
+
+@pytest.mark.slow
+def test_hybrid_executorch_matches_torch(tmp_path, hybrid_ckpt):
+    meta = export_artefact(hybrid_ckpt, tmp_path, "h", "executorch", "fp32")
+    assert meta["verification"]["parity"]["max_abs_delta"] < TOL
+
+
 # --------------------------------------------------------------------------- ExecuTorch
 @pytest.mark.slow
 def test_executorch_matches_torch(tmp_path):

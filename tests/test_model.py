@@ -1,6 +1,8 @@
 """The from-scratch ViT: shapes, tokens, weight import (torchvision, timm), export."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torchvision
@@ -158,3 +160,83 @@ def test_flops_counted():
     # dominated by the linear layers: 2 * params * tokens, roughly
     tokens = m.cfg.num_patches + 1
     assert 0.8 * 2 * m.num_params() * tokens < f < 1.6 * 2 * m.num_params() * tokens
+
+
+# --------------------------------------------------------------------------- hybrid stem and CNN teacher
+def test_conv_stem_builds_the_token_grid_and_checks_its_strides():
+    from vitedge.model import ConvStem
+
+    m = create_model("hybrid-micro-48", distilled=True)
+    assert isinstance(m.patch_embed, ConvStem) and m.cfg.num_patches == 36
+    tokens = m.patch_embed(torch.randn(2, 1, 48, 48))
+    assert tokens.shape == (2, 36, m.cfg.embed_dim)
+    with pytest.raises(ValueError, match="multiply to"):
+        create_model("hybrid-micro-48", stem_strides=(2, 2, 1))
+    with pytest.raises(ValueError, match="unknown stem"):
+        create_model("vit-micro-48", stem="resnet")
+    # the default stays the paper's linear patch embedding (imports depend on it)
+    assert create_model("vit-micro-48").cfg.stem == "patch"
+
+
+def test_fold_batchnorm_is_exact_and_refuses_training_mode():
+    from vitedge.model import fold_batchnorm
+
+    torch.manual_seed(0)
+    m = create_model("hybrid-micro-48", depth=1).train()
+    with torch.no_grad():
+        m(torch.randn(64, 1, 48, 48) * 2 + 1)  # move the running statistics away from identity
+    with pytest.raises(ValueError, match="eval"):
+        fold_batchnorm(m)
+    m.eval()
+    x = torch.randn(3, 1, 48, 48)
+    with torch.no_grad():
+        before = m(x)
+        fold_batchnorm(m)
+        after = m(x)
+    assert not any(isinstance(mod, torch.nn.BatchNorm2d) for mod in m.modules())
+    assert torch.allclose(before, after, atol=1e-5)
+
+
+def test_cnn_teacher_builds_saves_and_loads(tmp_path):
+    from vitedge.checkpoints import load_model, save_model
+    from vitedge.cnn import FaceCNN
+    from vitedge.data import CLASSES
+    from vitedge.preprocess import Preprocess
+
+    torch.manual_seed(0)
+    m = create_model("cnn-small-48").eval()
+    assert isinstance(m, FaceCNN) and m.cfg.arch == "cnn"
+    assert m(torch.randn(2, 1, 48, 48)).shape == (2, 7)
+    save_model(tmp_path / "t.pt", m, Preprocess(), list(CLASSES))
+    back, info = load_model(tmp_path / "t.pt")
+    assert isinstance(back, FaceCNN) and info["config"]["arch"] == "cnn"
+    x = torch.randn(2, 1, 48, 48)
+    with torch.no_grad():
+        assert torch.equal(back(x), m(x))
+    with pytest.raises(ValueError, match="unknown CNN config"):
+        create_model({"arch": "cnn", "widths": [8], "depths": [1], "patch_size": 4})
+
+
+def test_model_spec_arch_must_match_the_preset():
+    import argparse
+
+    from vitedge.cli import resolve
+    from vitedge.train import TrainConfig
+
+    def spec(model_json):
+        ns = argparse.Namespace(model_json=model_json, train_json="{}", preset=None, epochs=None, batch_size=None,
+                                lr=None, seed=None, work_dir=None, out=Path("m.pt"))
+        return resolve(ns, TrainConfig)
+
+    assert spec('{"arch": "cnn", "preset": "cnn-tiny-48"}').model_spec["preset"] == "cnn-tiny-48"
+    with pytest.raises(ValueError, match="does not match arch"):
+        spec('{"arch": "vit", "preset": "cnn-tiny-48"}')
+    with pytest.raises(ValueError, match="does not match arch"):
+        spec('{"arch": "cnn", "preset": "hybrid-micro-48"}')
+
+
+def test_train_config_rejects_unknown_keys():
+    from vitedge.train import TrainConfig
+
+    with pytest.raises(ValueError, match="epocs"):
+        TrainConfig.from_dict({"epocs": 50})

@@ -76,6 +76,25 @@ def test_onnx_units_follow_the_layernorms(tmp_path):
     assert set(units.values()) == set(model_units(model))
 
 
+def test_conv_stem_is_one_fallback_unit(tmp_path):
+    """The hybrid's stem (three convs, BN folded, and its 1x1 projection) is the `patch_embed` unit."""
+    import onnx
+
+    from vitedge.export.onnx import export_onnx
+    from vitedge.model import fold_batchnorm
+    from vitedge.quantize.onnx import GEMM_OPS, node_units
+
+    model = fold_batchnorm(create_model("hybrid-micro-48", depth=2, distilled=True).eval())
+    info = {"config": model.cfg.as_dict(), "preprocess": PRE.as_dict(), "classes": list(CLASSES), "sha256": ""}
+    proto = onnx.load(export_onnx(model, tmp_path / "m.onnx", info))
+    units = node_units(proto, depth=2)
+    conv_units = [units[n.name] for n in proto.graph.node if n.op_type == "Conv"]
+    assert conv_units == ["patch_embed"] * 4  # 3x3 convs and the 1x1 projection
+    gemm_units = [units[n.name] for n in proto.graph.node if n.op_type in GEMM_OPS]
+    assert gemm_units[:4] == ["patch_embed"] * 4 and gemm_units[-1] == "head"
+    assert set(units.values()) == set(model_units(model))
+
+
 def test_calibration_images_are_stratified_and_preprocessed():
     sp = make_synthetic(per_class=20, seed=0)["train"]
     x = calibration_images(sp, PRE, 35)

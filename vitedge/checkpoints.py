@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from vitedge.io import load_torch, save_torch, sha256_file
-from vitedge.model import ViTConfig, VisionTransformer
+from vitedge.model import ViTConfig, VisionTransformer, create_model
 from vitedge.preprocess import Preprocess
 
 FORMAT = "vitedge-model/1"
@@ -45,7 +45,7 @@ def load_model(path: str | Path, map_location: str = "cpu") -> tuple[VisionTrans
     ckpt = load_torch(path, map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path} is not a vitedge model checkpoint (expected format {FORMAT})")
-    model = VisionTransformer(ViTConfig.from_dict(ckpt["config"]))
+    model = create_model(ckpt["config"])  # a ViT, or the CNN teacher (config "arch": "cnn")
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     info = {k: v for k, v in ckpt.items() if k != "state_dict"}
@@ -196,9 +196,17 @@ def _read_state(obj: Any) -> dict[str, torch.Tensor]:
     raise ValueError("expected a state dict of tensors (or a checkpoint holding one)")
 
 
-def import_pretrained(path: str | Path, model: VisionTransformer) -> VisionTransformer:
-    """Import a checkpoint file of any supported flavour into `model`: vitedge, torchvision or timm."""
+def import_pretrained(path: str | Path, model: torch.nn.Module) -> torch.nn.Module:
+    """Import a checkpoint file of any supported flavour into `model`: vitedge, torchvision or timm.
+
+    A vitedge checkpoint of exactly the model's config (e.g. the `pretrain: none` stage's fresh
+    model, or a CNN teacher) loads as it is; a ViT of another shape is adapted as timm's would be."""
     ckpt = load_torch(path)
+    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT and ckpt["config"] == model.cfg.as_dict():
+        model.load_state_dict(ckpt["state_dict"])
+        return model
+    if not isinstance(model, VisionTransformer):
+        raise ValueError(f"{path}: weights for another model than this {type(model).__name__} ({model.cfg.as_dict()})")
     if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
         src = VisionTransformer(ViTConfig.from_dict(ckpt["config"]))
         src.load_state_dict(ckpt["state_dict"])

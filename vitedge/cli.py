@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vitedge.data import DatasetError, Split, load_splits
+from vitedge.data.datacard import warn_from_datacard
 from vitedge.io import write_json
 from vitedge.preprocess import Preprocess
 
@@ -49,6 +50,7 @@ def resolve(args: argparse.Namespace, config_cls: type) -> argparse.Namespace:
     if args.preset:
         model_spec["preset"] = args.preset
     model_spec.setdefault("preset", "vit-tiny-48")
+    _check_arch(model_spec)
     train = json.loads(args.train_json)
     for key in ("epochs", "batch_size", "lr", "seed"):
         if getattr(args, key) is not None:
@@ -59,10 +61,23 @@ def resolve(args: argparse.Namespace, config_cls: type) -> argparse.Namespace:
     return args
 
 
+def _check_arch(model_spec: dict) -> None:
+    """`arch` says which model family a preset must come from: a CNN preset under arch vit (or the
+    reverse) is a config mistake, not something to guess around."""
+    from vitedge.cnn import PRESETS as CNN_PRESETS
+
+    arch = model_spec.get("arch", "vit")
+    is_cnn = model_spec["preset"] in CNN_PRESETS
+    if arch not in ("vit", "cnn") or (arch == "cnn") != is_cnn:
+        raise ValueError(f"model preset {model_spec['preset']!r} does not match arch {arch!r} "
+                         f"(cnn presets: {', '.join(CNN_PRESETS)}; every other preset is a vit)")
+
+
 def load_stage_data(data_dir: Path, model_spec: dict) -> tuple[dict[str, Split], Preprocess]:
     from vitedge.model import get_config
 
     splits = load_splits(data_dir)
+    warn_from_datacard(data_dir)  # a training split unlike the test data is said again, before training
     img_size = model_spec.get("overrides", {}).get("img_size", get_config(model_spec["preset"]).img_size)
     pre = Preprocess(img_size=img_size, **model_spec.get("preprocess", {}))
     return splits, pre

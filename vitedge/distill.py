@@ -133,7 +133,7 @@ def write_report(path: str | Path, teacher: VisionTransformer, student: VisionTr
 def main(argv: list[str] | None = None) -> int:
     from vitedge.cli import add_common_args, finish_stage, load_stage_data, resolve, run_cli
     from vitedge.io import sha256_file
-    from vitedge.train import build_model, setup_distributed
+    from vitedge.train import build_model, seed_everything, setup_distributed
 
     p = argparse.ArgumentParser(prog="python -m vitedge.distill", description="DeiT distillation of a student ViT.")
     add_common_args(p, default_stage="distill")
@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> None:
         d = setup_distributed(args.device)
+        seed_everything(cfg.seed, cfg.deterministic, cfg.threads)
         splits, pre = load_stage_data(args.data, args.model_spec)
         teacher, teacher_pre, _ = load_teacher(args.teacher)
         cfg.teacher_sha256 = sha256_file(args.teacher)

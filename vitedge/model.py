@@ -5,6 +5,13 @@
     z_l = MLP(LN(z'_l)) + z'_l                               (eq. 3)  pre-norm GELU MLP, residual
     y = LN(z_L^0)                                            (eq. 4)  final norm, class token -> linear head
 
+The stem is a choice of the config (`stem`): "patch" is the paper's linear patch embedding (the
+default, and what imported torchvision/timm weights need); "conv" is the paper's hybrid (§3.1:
+the patch embedding applied to CNN feature maps), built as in "Early convolutions help
+transformers see better" (Xiao et al., 2021): a few 3x3 conv-BN-ReLU layers whose strides
+multiply to `patch_size`, then a 1x1 projection to the token width. On 48x48 faces it learns
+far faster from scratch than the linear stem; `fold_batchnorm` folds its BN into the convs for export.
+
 Optionally a distillation token (DeiT, Touvron et al., 2021): a second learned token with its
 own head, trained to match the teacher. In training the model returns both heads' logits; in
 eval it returns their average, which is what every exported artefact computes.
@@ -14,12 +21,15 @@ so timm/DeiT checkpoints import almost by name; torchvision's naming is mapped i
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vitedge import cnn
 
 
 @dataclass(frozen=True)
@@ -38,8 +48,22 @@ class ViTConfig:
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0  # stochastic depth, linearly increasing over the blocks
     ln_eps: float = 1e-6
+    stem: str = "patch"  # patch (linear patch embedding) | conv (hybrid: 3x3 conv-BN-ReLU stack)
+    stem_channels: tuple[int, ...] = (32, 64, 128)  # conv stem only: output channels per conv
+    stem_strides: tuple[int, ...] = (2, 2, 2)  # conv stem only: their product is patch_size
 
     def __post_init__(self) -> None:
+        # JSON gives lists; keep tuples so configs stay hashable and compare equal after a round trip
+        object.__setattr__(self, "stem_channels", tuple(int(c) for c in self.stem_channels))
+        object.__setattr__(self, "stem_strides", tuple(int(c) for c in self.stem_strides))
+        if self.stem not in ("patch", "conv"):
+            raise ValueError(f"unknown stem '{self.stem}' (patch | conv)")
+        if self.stem == "conv":
+            if len(self.stem_channels) != len(self.stem_strides) or not self.stem_channels:
+                raise ValueError("stem_channels and stem_strides must be non-empty and of one length")
+            if math.prod(self.stem_strides) != self.patch_size:
+                raise ValueError(f"conv stem strides {self.stem_strides} multiply to {math.prod(self.stem_strides)}, "
+                                 f"not patch_size {self.patch_size}")
         if self.img_size % self.patch_size:
             raise ValueError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
         if self.embed_dim % self.num_heads:
@@ -73,6 +97,9 @@ PRESETS: dict[str, ViTConfig] = {
     "vit-tiny-48": ViTConfig(patch_size=6, embed_dim=192, depth=6, num_heads=3),  # ~2.7M
     "vit-small-48": ViTConfig(patch_size=4, embed_dim=384, depth=8, num_heads=6),  # ~14M teacher
     "vit-base-48": ViTConfig(patch_size=4, embed_dim=768, depth=12, num_heads=12),  # ~85M
+    # hybrids (conv stem to a 6x6 token grid): the FER-2013 models; sized by benchmarks/learning_curves.py
+    "hybrid-tiny-48": ViTConfig(patch_size=8, embed_dim=192, depth=4, num_heads=3, mlp_ratio=2.0, stem="conv"),
+    "hybrid-micro-48": ViTConfig(patch_size=8, embed_dim=128, depth=4, num_heads=2, mlp_ratio=2.0, stem="conv"),
     "vit-ti-16": ViTConfig(img_size=224, patch_size=16, in_chans=3, num_classes=1000, embed_dim=192, depth=12, num_heads=3),
     "vit-s-16": ViTConfig(img_size=224, patch_size=16, in_chans=3, num_classes=1000, embed_dim=384, depth=12, num_heads=6),
     "vit-b-16": ViTConfig(img_size=224, patch_size=16, in_chans=3, num_classes=1000, embed_dim=768, depth=12, num_heads=12),
@@ -81,7 +108,9 @@ PRESETS: dict[str, ViTConfig] = {
 
 def get_config(preset: str, **overrides: Any) -> ViTConfig:
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset '{preset}'; choose from {', '.join(PRESETS)}")
+        if preset in cnn.PRESETS:
+            return replace(cnn.PRESETS[preset], **overrides)  # type: ignore[return-value]  # same input fields
+        raise ValueError(f"unknown preset '{preset}'; choose from {', '.join([*PRESETS, *cnn.PRESETS])}")
     return replace(PRESETS[preset], **overrides)
 
 
@@ -94,6 +123,40 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)  # (B, N, D)
+
+
+class ConvStem(nn.Module):
+    """The hybrid's stem: 3x3 conv-BN-ReLU layers (strides multiply to the patch size), then a 1x1
+    projection to the token width. Output tokens are in the same row-major order as PatchEmbed's."""
+
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = cfg.in_chans
+        for c_out, stride in zip(cfg.stem_channels, cfg.stem_strides):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            c_in = c_out
+        self.convs = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(c_in, cfg.embed_dim, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.convs(x)).flatten(2).transpose(1, 2)  # (B, N, D)
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every Conv2d -> BatchNorm2d pair into one conv with a bias (eval mode only): what the
+    exported graphs contain, so every runtime and quantiser sees a plain conv. Returns `model`."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    if model.training:
+        raise ValueError("fold_batchnorm needs a model in eval mode (batch statistics are not foldable)")
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        mods = list(seq)
+        for i in range(len(mods) - 1):
+            if isinstance(mods[i], nn.Conv2d) and isinstance(mods[i + 1], nn.BatchNorm2d):
+                seq[i] = fuse_conv_bn_eval(mods[i], mods[i + 1])
+                seq[i + 1] = nn.Identity()
+    return model
 
 
 class Attention(nn.Module):
@@ -161,7 +224,7 @@ class VisionTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         D = cfg.embed_dim
-        self.patch_embed = PatchEmbed(cfg)
+        self.patch_embed = PatchEmbed(cfg) if cfg.stem == "patch" else ConvStem(cfg)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
         self.dist_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.distilled else None
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_patches + cfg.num_prefix_tokens, D))
@@ -194,6 +257,9 @@ class VisionTransformer(nn.Module):
         w = self.patch_embed.proj.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(self.patch_embed.proj.bias)
+        for m in self.patch_embed.modules():  # conv stem: He init for the ReLU convs (torchvision's ResNet)
+            if isinstance(m, nn.Conv2d) and m is not self.patch_embed.proj:
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def prefix_tokens(self, batch: int) -> torch.Tensor:
         tokens = [self.cls_token] + ([self.dist_token] if self.dist_token is not None else [])
@@ -225,8 +291,15 @@ class VisionTransformer(nn.Module):
         return self.cfg.img_size // self.cfg.patch_size
 
 
-def create_model(preset: str | ViTConfig | dict, **overrides: Any) -> VisionTransformer:
-    """`create_model("vit-tiny-48", distilled=True)`, or from a config / config dict."""
+def create_model(preset: str | ViTConfig | dict, **overrides: Any) -> nn.Module:
+    """`create_model("vit-tiny-48", distilled=True)`, or from a config / config dict.
+
+    CNN presets (`cnn-*`, `vitedge.cnn`: the optional convnet teacher) are built here too, so every
+    stage builds its model from one spec whichever architecture it names."""
+    if isinstance(preset, cnn.CNNConfig) or (isinstance(preset, dict) and preset.get("arch") == "cnn"):
+        return cnn.create_cnn(preset, **overrides)
+    if isinstance(preset, str) and preset in cnn.PRESETS:
+        return cnn.create_cnn(preset, **overrides)
     if isinstance(preset, ViTConfig):
         cfg = replace(preset, **overrides)
     elif isinstance(preset, dict):
@@ -236,7 +309,7 @@ def create_model(preset: str | ViTConfig | dict, **overrides: Any) -> VisionTran
     return VisionTransformer(cfg)
 
 
-def flops_per_image(model: VisionTransformer) -> int:
+def flops_per_image(model: nn.Module) -> int:
     """Counted (not estimated) FLOPs of one eval forward pass at the model's input size."""
     from torch.utils.flop_counter import FlopCounterMode
 

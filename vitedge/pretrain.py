@@ -25,10 +25,10 @@ from torch import nn
 
 from vitedge import checkpoints
 from vitedge.data import CLASSES, DatasetError, Split
-from vitedge.data.datasets import FaceDataset
+from vitedge.data.augment import BatchAugment
 from vitedge.model import Block, VisionTransformer, create_model
 from vitedge.preprocess import Preprocess
-from vitedge.train import TrainConfig, _autocast, fit, run_loop
+from vitedge.train import TrainConfig, _autocast, fit, run_loop, seed_everything
 
 log = logging.getLogger("vitedge.pretrain")
 
@@ -128,6 +128,9 @@ def mae_val_loss(mae: MAE, split: Split, pre: Preprocess, device: torch.device, 
 
 def pretrain_mae(model: VisionTransformer, splits: dict[str, Split], pre: Preprocess, cfg: PretrainConfig,
                  work_dir: Path, resume: bool = False, dist_env=None) -> dict:
+    if model.cfg.stem != "patch":
+        raise ValueError("MAE pretraining masks non-overlapping patches: it needs the linear patch stem "
+                         "(stem: patch), not the conv stem; use pretrain.method none or supervised")
     mae = MAE(model, cfg.mask_ratio, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads, cfg.norm_pix_loss)
 
     def step_loss(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -142,7 +145,7 @@ def pretrain_mae(model: VisionTransformer, splits: dict[str, Split], pre: Prepro
         checkpoints.save_model(path, model, pre, list(CLASSES),
                                {"stage": "pretrain", "method": "mae", "best": best, "train_config": asdict(cfg)})
 
-    return run_loop(mae, FaceDataset(splits["train"], pre, cfg.augment), cfg, work_dir, step_loss, validate,
+    return run_loop(mae, splits["train"], BatchAugment(pre, cfg.augment), pre, cfg, work_dir, step_loss, validate,
                     save_best, resume=resume, stage="pretrain-mae", dist_env=dist_env)
 
 
@@ -208,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> None:
         d = setup_distributed(args.device)
+        seed_everything(cfg.seed, cfg.deterministic, cfg.threads)
         splits, pre = load_stage_data(args.data, args.model_spec)
         model = create_model(args.model_spec["preset"], **args.model_spec.get("overrides", {}))
         summary = {"method": cfg.method, "model": args.model_spec, "params": model.num_params()}

@@ -1,7 +1,8 @@
 """The validation report: every (artefact, target) result in one page people read and files machines read.
 
     python -m vitedge.report write --out-dir results/default/report \
-        [--distill results/default/reports/distill.json] results/default/validation/*.json
+        [--distill results/default/reports/distill.json] [--datacard results/default/data/datacard.json] \
+        results/default/validation/*.json
     python -m vitedge.report gate results/default/validation/*.json      # exit 1 listing what failed
 
 `write` produces, in --out-dir:
@@ -13,8 +14,9 @@
   `confusion-<model>-<format>-<precision>.png`.
 
 Sections: gate verdicts, the full matrix, teacher vs student vs int8 per target, the plots,
-the distillation table (if given), and where each number was measured (machine line per
-target, referenced from every row as M1, M2 ...).
+the distillation table (if given), the data card (per-split table and its warnings, if the run
+folder has data/datacard.json: the run folder is --out-dir's parent, e.g. results/default), and
+where each number was measured (machine line per target, referenced from every row as M1, M2 ...).
 
 `gate` is the workflow's last step: it runs after `write` so a failing gate still leaves a report.
 """
@@ -325,7 +327,8 @@ tr.failed td.status,td.FAIL{color:#b00020;font-weight:bold}
 .figs{display:flex;flex-wrap:wrap;gap:12px}.figs img{border:1px solid #ddd}
 code,.small{font-size:12px;color:#555}
 """
-TEXT_COLS = {"model", "format", "precision", "target", "runtime", "status", "fastest as", "gate", "machine"}
+TEXT_COLS = {"model", "format", "precision", "target", "runtime", "status", "fastest as", "gate", "machine",
+             "split", "size stored", "size on disk"}
 
 
 def _html_table(headers: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
@@ -423,13 +426,31 @@ def make_figures(records: list[dict[str, Any]], classes: list[str]) -> list[tupl
     return figures
 
 
+def datacard_section(card: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the pages show of vitedge.data's data card: its per-split table, warnings and source."""
+    if not card:
+        return None
+    from vitedge.data.datacard import summary_table
+
+    src = card.get("source") or {}
+    return {"table": summary_table(card), "warnings": [f"{w['check']}: {w['message']}" for w in card["warnings"]],
+            "source": " ".join(str(src[k]) for k in ("kind", "path") if src.get(k)) or "unknown source"}
+
+
+DATACARD_NOTE = ("Sharpness: variance of the 3x3 Laplacian per image (blur drives it towards 0). The training split "
+                 "is compared with val+test pooled; see data/datacard.md for classes, overlaps and examples.")
+
+
 def render_html(title: str, s: dict[str, Any], figures: list[tuple[str, str, bytes]],
-                distill: dict[str, Any] | None) -> str:
+                distill: dict[str, Any] | None, datacard: dict[str, Any] | None = None) -> str:
     e = html.escape
     banner = {True: "pass", False: "fail", None: "none"}[s["passed"]]
+    card = datacard_section(datacard)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{CSS}</style>"
              f"</head><body><h1>{e(title)}</h1><p class='small'>generated {e(s['generated'])}</p>",
              f"<p class='banner {banner}'>{e(s['summary'])}</p>",
+             f"<div><p class='banner fail'>data card: {len(card['warnings'])} warning(s) about the data these models "
+             "were trained and tested on: see Data card below</p></div>" if card and card["warnings"] else "",
              "<h2>Gate verdicts</h2>", f"<p>Gates: {e(s['gate_text'])}.</p>",
              "<ul>" + "".join(f"<li class='FAIL'>{e(f)}</li>" for f in s["failures"]) + "</ul>" if s["failures"]
              else "<p>No row failed a gate.</p>",
@@ -450,6 +471,11 @@ def render_html(title: str, s: dict[str, Any], figures: list[tuple[str, str, byt
     if distill:
         dh, dr, cap = distill_table(distill)
         parts += ["<h2>Distillation</h2>", f"<p class='small'>{e(cap)}</p>", _html_table(dh, dr)]
+    if card:
+        parts += ["<h2>Data card</h2>", f"<p class='small'>{e(card['source'])}. {e(DATACARD_NOTE)}</p>",
+                  _html_table(*card["table"]),
+                  "<ul>" + "".join(f"<li class='FAIL'>{e(w)}</li>" for w in card["warnings"]) + "</ul>"
+                  if card["warnings"] else "<p>No data card warnings.</p>"]
     parts += ["<h2>Where each number was measured</h2><ul>",
               *[f"<li><b>{e(mid)}</b>: {e(line)}</li>" for mid, line in s["machines"].items()], "</ul>"]
     if s["libraries"]:
@@ -458,12 +484,16 @@ def render_html(title: str, s: dict[str, Any], figures: list[tuple[str, str, byt
 
 
 def render_markdown(title: str, s: dict[str, Any], figures: list[tuple[str, str, bytes]],
-                    distill: dict[str, Any] | None) -> str:
+                    distill: dict[str, Any] | None, datacard: dict[str, Any] | None = None) -> str:
     def images(section: str) -> list[str]:
         return [f"![{name}]({name})" for sec, name, _ in figures if sec == section]
 
-    md = [f"# {title}", "", f"generated {s['generated']}", "", f"**{s['summary']}**", "", "## Gate verdicts", "",
-          f"Gates: {s['gate_text']}.", ""]
+    card = datacard_section(datacard)
+    md = [f"# {title}", "", f"generated {s['generated']}", "", f"**{s['summary']}**", ""]
+    if card and card["warnings"]:
+        md += [f"**⚠ data card: {len(card['warnings'])} warning(s) about the data these models were trained and "
+               "tested on: see Data card below.**", ""]
+    md += ["## Gate verdicts", "", f"Gates: {s['gate_text']}.", ""]
     md += [f"- FAIL {f}" for f in s["failures"]] or ["No row failed a gate."]
     md += ["", "## Validation matrix", "", s["notes"], "", _md_table(*s["matrix"][:2]), "",
            "## Teacher vs student vs int8", "", _md_table(*s["compare"]) if s["compare"][1] else "Nothing measured.",
@@ -473,6 +503,9 @@ def render_markdown(title: str, s: dict[str, Any], figures: list[tuple[str, str,
     if distill:
         dh, dr, cap = distill_table(distill)
         md += ["", "## Distillation", "", cap, "", _md_table(dh, dr)]
+    if card:
+        md += ["", "## Data card", "", f"{card['source']}. {DATACARD_NOTE}", "", _md_table(*card["table"]), ""]
+        md += [f"- WARNING {w}" for w in card["warnings"]] or ["No data card warnings."]
     md += ["", "## Where each number was measured", ""]
     md += [f"- **{mid}**: {line}" for mid, line in s["machines"].items()]
     if s["libraries"]:
@@ -481,8 +514,10 @@ def render_markdown(title: str, s: dict[str, Any], figures: list[tuple[str, str,
 
 
 def write_report(results: list[dict[str, Any]], out_dir: str | Path, distill: dict[str, Any] | None = None,
-                 title: str = "vitedge validation report") -> dict[str, Any]:
-    """Write index.html, report.md, metrics.csv, metrics.json and the PNGs; return metrics.json's content."""
+                 title: str = "vitedge validation report", datacard: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write index.html, report.md, metrics.csv, metrics.json and the PNGs; return metrics.json's content.
+
+    `datacard` is vitedge.data's datacard.json content, shown in its own section when given."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = flatten(results)
@@ -494,8 +529,8 @@ def write_report(results: list[dict[str, Any]], out_dir: str | Path, distill: di
         old.unlink()  # plots of rows no longer in the matrix must not linger beside the new report
     for _, name, png in figures:
         atomic_write_bytes(out_dir / name, png)
-    atomic_write_text(out_dir / "index.html", render_html(title, s, figures, distill))
-    atomic_write_text(out_dir / "report.md", render_markdown(title, s, figures, distill))
+    atomic_write_text(out_dir / "index.html", render_html(title, s, figures, distill, datacard))
+    atomic_write_text(out_dir / "report.md", render_markdown(title, s, figures, distill, datacard))
 
     scalar = [{k: v for k, v in r.items() if k not in ("confusion", "failure_list")} for r in records]
     with io.StringIO() as buf:
@@ -507,7 +542,8 @@ def write_report(results: list[dict[str, Any]], out_dir: str | Path, distill: di
                "gate": {"passed": s["passed"], "failures": s["failures"], "gates": s["gates"]},
                "machines": s["machines"], "rows": scalar,
                "comparison": [{k: v for k, v in r.items() if k != "confusion"} for r in s["compare_rows"]],
-               "figures": [name for _, name, _ in figures], "distill": distill}
+               "figures": [name for _, name, _ in figures], "distill": distill,
+               "data_warnings": list((datacard or {}).get("warnings", []))}
     write_json(out_dir / "metrics.json", metrics)
     return metrics
 
@@ -520,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("validation", nargs="+", type=Path, help="validation JSONs, or folders of them")
     w.add_argument("--out-dir", required=True, type=Path)
     w.add_argument("--distill", type=Path, help="reports/distill.json from vitedge.distill (optional)")
+    w.add_argument("--datacard", type=Path,
+                   help="data/datacard.json from vitedge.data (default: <out-dir>/../data/datacard.json, if there)")
     w.add_argument("--title", default="vitedge validation report")
     g = sub.add_parser("gate", help="exit 1, listing every failure, if any row failed or missed a gate")
     g.add_argument("validation", nargs="+", type=Path)
@@ -530,7 +568,10 @@ def main(argv: list[str] | None = None) -> int:
     results = load_results(args.validation)
     if args.command == "write":
         distill = read_json(args.distill) if args.distill and args.distill.is_file() else None
-        m = write_report(results, args.out_dir, distill, args.title)
+        # the workflow writes the report to <run>/report and the card to <run>/data
+        card_path = args.datacard or args.out_dir.parent / "data" / "datacard.json"
+        datacard = read_json(card_path) if card_path.is_file() else None
+        m = write_report(results, args.out_dir, distill, args.title, datacard)
         print(f"report: {m['summary']} -> {args.out_dir / 'index.html'}")
         return 0
     records = flatten(results)

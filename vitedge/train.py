@@ -5,8 +5,14 @@ per step, so there is no scheduler object to checkpoint), label smoothing and cl
 loss weights, gradient clipping, bf16 autocast on CUDA, the best model chosen on the validation
 split, a JSON-lines metrics log, and a resumable checkpoint written atomically after every epoch.
 
-Resume is exact: every epoch reseeds the RNGs from (seed, epoch), so an interrupted run that
-resumes from its last checkpoint ends with the same weights as one that never stopped.
+The input path is as fast as the model: the training split lives in memory as uint8 and whole
+batches are augmented with tensor ops (`vitedge.data.augment`), no per-image Python in the loop.
+
+Same seed, same weights: the model is initialised from the seed, every epoch reseeds the batch
+order, the augmentation and the dropout draws from (seed, epoch), and deterministic mode (on by
+default) fixes the thread count and asks torch for deterministic kernels. So two runs with one
+seed end with identical weights, and a run killed mid-epoch and resumed from its last
+checkpoint ends with the same weights as one that never stopped (tests/test_determinism.py).
 
 Runs single-process, or under `torchrun --nproc_per_node N` (DDP; NCCL on CUDA, gloo on CPU).
 
@@ -30,15 +36,15 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from vitedge import checkpoints
 from vitedge.data import CLASSES, Split
-from vitedge.data.datasets import FaceDataset, class_weights
-from vitedge.io import load_torch, save_torch
+from vitedge.data.augment import BatchAugment, InMemoryBatches
+from vitedge.data.datasets import class_weights
+from vitedge.io import atomic_write_text, load_torch, save_torch
 from vitedge.metrics import classification_metrics
-from vitedge.model import VisionTransformer
+from vitedge.model import VisionTransformer, create_model
 from vitedge.preprocess import Preprocess
 
 log = logging.getLogger("vitedge.train")
@@ -57,18 +63,37 @@ class TrainConfig:
     label_smoothing: float = 0.1
     grad_clip: float = 1.0
     class_balance: str = "sqrt"  # none | sqrt | inverse
-    augment: str = "strong"  # none | light | strong
-    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
-    num_workers: int = 0
+    augment: str = "strong"  # none | light | strong (vitedge.data.augment.AugmentSpec)
+    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off; bf16 on these small CPU models measured no gain
     seed: int = 0
+    deterministic: bool = True  # fixed threads + deterministic kernels: same seed, same weights
+    threads: int = 0  # intra-op threads for training; 0 = torch's default (the physical cores), fixed per host
     max_steps_per_epoch: int = 0  # 0 = the whole epoch; >0 caps it (smoke runs, tests)
     eval_batch_size: int = 512
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "TrainConfig":
+        """Unknown keys are an error: `epocs: 50` must not silently train for the default."""
         d = dict(d or {})
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} option(s) {unknown}; known: {', '.join(sorted(known))}")
+        return cls(**d)
+
+
+def seed_everything(seed: int, deterministic: bool = True, threads: int = 0) -> None:
+    """Seed torch/numpy and, in deterministic mode, pin the thread count and the kernels.
+
+    Called before the model is built, so its initial weights come from the seed too."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for reproducible GEMMs
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
 
 
 # --------------------------------------------------------------------------- distributed
@@ -196,18 +221,19 @@ def fit(model: VisionTransformer, train: Split, val: Split, pre: Preprocess, cfg
         checkpoints.save_model(path, model, pre, list(classes),
                                {**(meta or {}), "stage": stage, "best": best, "train_config": asdict(cfg)})
 
-    return run_loop(model, FaceDataset(train, pre, cfg.augment), cfg, work_dir, step_loss, validate, save_best,
+    return run_loop(model, train, BatchAugment(pre, cfg.augment), pre, cfg, work_dir, step_loss, validate, save_best,
                     criterion=criterion, resume=resume, stage=stage, dist_env=dist_env)
 
 
-def run_loop(module: nn.Module, dataset: torch.utils.data.Dataset, cfg: TrainConfig, work_dir: str | Path,
-             step_loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
+def run_loop(module: nn.Module, train: Split, augment: BatchAugment, pre: Preprocess, cfg: TrainConfig,
+             work_dir: str | Path, step_loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
              validate: Callable[[torch.device], dict], save_best: Callable[[Path, dict], None],
              criterion: nn.Module | None = None, resume: bool = False, stage: str = "train",
              dist_env: Dist | None = None) -> dict:
     """The training loop every stage shares. Optimises `module`'s parameters with
     `step_loss(net, images, labels)`, calls `validate(device)` (-> dict with a "score", higher is
-    better) after every epoch and `save_best(path, best)` when the score improves. Writes in `work_dir`:
+    better) after every epoch and `save_best(path, best)` when the score improves. Batches of `train`
+    come from memory (`InMemoryBatches`) and are augmented whole by `augment`. Writes in `work_dir`:
 
     - `state.pt`: everything needed to resume (weights, optimiser, epoch, best so far, history)
     - `best.pt`: the best model so far, as written by `save_best`
@@ -226,13 +252,11 @@ def run_loop(module: nn.Module, dataset: torch.utils.data.Dataset, cfg: TrainCon
     if d.world > 1:
         net = nn.parallel.DistributedDataParallel(module, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
 
-    sampler = DistributedSampler(dataset, d.world, d.rank, shuffle=True, seed=cfg.seed, drop_last=True)
     per_rank_batch = max(1, cfg.batch_size // d.world)
-    loader = DataLoader(dataset, batch_size=per_rank_batch, sampler=sampler, num_workers=cfg.num_workers,
-                        drop_last=True, pin_memory=d.device.type == "cuda", persistent_workers=cfg.num_workers > 0)
-    steps_per_epoch = len(loader) if cfg.max_steps_per_epoch <= 0 else min(len(loader), cfg.max_steps_per_epoch)
+    batches = InMemoryBatches(train, pre, per_rank_batch, cfg.seed, d.rank, d.world)
+    steps_per_epoch = len(batches) if cfg.max_steps_per_epoch <= 0 else min(len(batches), cfg.max_steps_per_epoch)
     if steps_per_epoch == 0:
-        raise ValueError(f"training set of {len(dataset)} images is smaller than one batch of {per_rank_batch}")
+        raise ValueError(f"training set of {len(train)} images is smaller than one batch of {per_rank_batch}")
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
     peak_lr = cfg.lr * per_rank_batch * d.world / 256
@@ -242,7 +266,7 @@ def run_loop(module: nn.Module, dataset: torch.utils.data.Dataset, cfg: TrainCon
     # (the epoch count may grow, to extend a finished run)
     fingerprint = json.dumps({"stage": stage, "model": getattr(module, "cfg", None) and module.cfg.as_dict(),
                               "params": sum(p.numel() for p in module.parameters()),
-                              "cfg": {k: v for k, v in asdict(cfg).items() if k not in ("epochs", "num_workers")}},
+                              "cfg": {k: v for k, v in asdict(cfg).items() if k != "epochs"}},
                              sort_keys=True, default=str)
     start_epoch, best, history = 0, {"score": -math.inf, "epoch": -1}, []
     state = load_torch(state_path) if resume and state_path.is_file() else None
@@ -258,19 +282,22 @@ def run_loop(module: nn.Module, dataset: torch.utils.data.Dataset, cfg: TrainCon
         if d.main:
             log.info("resuming %s after epoch %d (best score %.4f at epoch %d)", stage, start_epoch,
                      best["score"], best["epoch"])
+            # the saved history is the truth: a kill between saving the state and logging loses no line
+            atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in history))
     elif d.main and log_path.exists():
         log_path.unlink()  # a fresh run starts a fresh log
 
     for epoch in range(start_epoch, cfg.epochs):
-        torch.manual_seed(cfg.seed * 100_003 + epoch)  # same augmentation/dropout/mask draws on resume
-        sampler.set_epoch(epoch)
+        torch.manual_seed(cfg.seed * 100_003 + epoch)  # same dropout/drop-path/mask draws on resume
+        aug_gen = torch.Generator().manual_seed(cfg.seed * 100_019 + epoch)  # same augmentation on resume
         net.train()
         t0, seen, loss_sum, lr = time.perf_counter(), 0, 0.0, peak_lr
         bar = tqdm(total=steps_per_epoch, desc=f"{stage} {epoch + 1}/{cfg.epochs}", disable=not d.main,
                    leave=False, mininterval=1.0, dynamic_ncols=True)
-        for i, (images, labels) in enumerate(loader):
+        for i, (images, labels) in enumerate(batches.epoch(epoch)):
             if i >= steps_per_epoch:
                 break
+            images = augment(images, aug_gen)
             lr = lr_at(epoch * steps_per_epoch + i, total_steps, warmup_steps, peak_lr, cfg.min_lr_ratio)
             for g in optimizer.param_groups:
                 g["lr"] = lr
@@ -311,9 +338,8 @@ def run_loop(module: nn.Module, dataset: torch.utils.data.Dataset, cfg: TrainCon
 
 
 # --------------------------------------------------------------------------- CLI
-def build_model(args_preset: str, overrides: dict | None, init: str | None) -> VisionTransformer:
-    from vitedge.model import create_model
-
+def build_model(args_preset: str, overrides: dict | None, init: str | None) -> nn.Module:
+    """The model a stage trains, from its spec (seed first: see `seed_everything`)."""
     model = create_model(args_preset, **(overrides or {}))
     if init:
         checkpoints.import_pretrained(init, model)
@@ -331,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> None:
         d = setup_distributed(args.device)
         cfg, model_spec = args.stage_config, args.model_spec
+        seed_everything(cfg.seed, cfg.deterministic, cfg.threads)
         splits, pre = load_stage_data(args.data, model_spec)
         model = build_model(model_spec["preset"], model_spec.get("overrides"), args.init)
         result = fit(model, splits["train"], splits["val"], pre, cfg, args.work_dir, resume=args.resume,

@@ -1,8 +1,15 @@
 """`python -m vitedge.data --source SRC --out DIR`: decode a data source once into the split cache.
 
 SRC is `synthetic`, the FER-2013 Kaggle zip, its extracted folder or fer2013.csv. Writes
-`DIR/{train,val,test}.npz` and `DIR/manifest.json`, then prints counts per split and class.
-A dataset problem prints one `error:` line and exits with status 2.
+`DIR/{train,val,test}.npz`, `DIR/manifest.json` and the data card `DIR/datacard.{json,md}`
+(vitedge.data.datacard), then prints counts per split and class.
+
+When the card finds the training split unlike the evaluation data (blurred, contrast-
+stretched, resampled, leaking into test ...) each warning is printed to stderr under a
+banner, and the stage still succeeds: a broken copy of FER-2013 once trained for weeks
+unnoticed, so this must be hard to miss, but a known quirk must not block work.
+`--strict` makes any warning an error instead: one `error:` line, status 2, only the card
+is written (not the splits). A dataset problem prints one `error:` line and exits with status 2.
 """
 from __future__ import annotations
 
@@ -10,7 +17,12 @@ import argparse
 import logging
 import sys
 
+from pathlib import Path
+
 from vitedge.data import CLASSES, SPLITS, DatasetError, load_source, save_splits
+from vitedge.data.datacard import make_datacard, write_datacard
+
+BANNER = "!" * 100
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-fraction", type=float, default=0.1,
                         help="files only: share of each class carved from train when val/test are missing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail (status 2) when the data card has warnings, instead of printing them")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -30,7 +44,16 @@ def main(argv: list[str] | None = None) -> int:
             args.source, seed=args.seed, per_class=args.per_class, val_fraction=args.val_fraction,
             progress=not args.no_progress,
         )
+        card = make_datacard(splits, report)
+        warnings = card["warnings"]
+        if args.strict and warnings:
+            _, md = write_datacard(args.out, card)  # the card only: the splits are not to be used
+            checks = "; ".join(w["message"] for w in warnings)
+            print(f"error: data card: {len(warnings)} warning(s) and --strict, splits not written: {checks} "
+                  f"(details: {md})", file=sys.stderr)
+            return 2
         save_splits(args.out, splits, source=report)
+        _, md = write_datacard(args.out, card)
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -41,7 +64,18 @@ def main(argv: list[str] | None = None) -> int:
     for name in SPLITS:
         sp = splits[name]
         print(f"{name:<6} {len(sp):>6}  " + " ".join(f"{n:>{width}}" for n in sp.counts()))
+    print(f"data card: {len(warnings) or 'no'} warning(s) -> {md}")
+    if warnings:
+        _shout(warnings, md)
     return 0
+
+
+def _shout(warnings: list[dict], md: Path) -> None:
+    """Print the card's warnings to stderr so that nobody scrolls past them."""
+    lines = [BANNER, *(f"WARNING: data card: [{w['check']}] {w['message']}" for w in warnings),
+             "WARNING: data card: training or evaluating on this data will give misleading results; "
+             f"fix the data or read {md} before trusting any number (--strict makes this an error)", BANNER]
+    print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

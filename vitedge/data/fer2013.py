@@ -30,6 +30,7 @@ import logging
 import os
 import re
 import zipfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
@@ -95,7 +96,9 @@ def load_fer2013(
 
     Returns `({"train", "val", "test"} -> Split, report)`. The report (JSON-serialisable,
     stored in the manifest) records the source, how val/test were formed, per-split class
-    counts and the unreadable items that were skipped.
+    counts, the images' sizes on disk per split (`image_sizes`, {"WxH": count}; every image
+    is resized to 48x48 on load, so this is the only record of e.g. an upsampled copy) and
+    the unreadable items that were skipped.
     """
     if not 0.0 < val_fraction < 0.5:
         raise DatasetError(f"val_fraction must be in (0, 0.5), got {val_fraction}")
@@ -195,9 +198,10 @@ def _load_layout(
     skipped = _Skipped()
     images = np.empty((len(entries), IMG_SIZE, IMG_SIZE), dtype=np.uint8)
     keep = np.zeros(len(entries), dtype=bool)
+    size_of: dict[str, str] = {}  # entry name -> "WxH" on disk, before the resize to 48x48
     for i, entry in enumerate(tqdm(entries, desc=f"decoding {source.name}", unit="img", disable=not progress)):
         try:
-            images[i] = _decode(read(entry.name))
+            images[i], size_of[entry.name] = _decode(read(entry.name))
             keep[i] = True
         except Exception as exc:  # noqa: BLE001 - PIL and zipfile raise many types; one bad file must not stop the read
             skipped.add(entry.name, _reason(exc))
@@ -237,6 +241,8 @@ def _load_layout(
         "skipped": skipped.count,
         "skipped_examples": skipped.examples,
         "ignored_images": ignored,
+        # Split.paths are the entry names, so this follows any carving done above
+        "image_sizes": {name: _size_counts(size_of[p] for p in sp.paths) for name, sp in splits.items()},
     }
     return splits, report
 
@@ -301,14 +307,20 @@ def _file_split(split_dir: str, filename: str) -> tuple[str | None, str]:
     return None, f"{split_dir}/"
 
 
-def _decode(data: bytes) -> np.ndarray:
-    """Bytes of any PIL-readable image -> (48, 48) uint8 grayscale."""
+def _decode(data: bytes) -> tuple[np.ndarray, str]:
+    """Bytes of any PIL-readable image -> ((48, 48) uint8 grayscale, "WxH" as stored in the file)."""
     with Image.open(io.BytesIO(data)) as im:
         im.load()  # Image.open is lazy: truncated files only fail when pixels are decoded
         gray = to_gray_uint8(im)
+    size = f"{gray.shape[1]}x{gray.shape[0]}"
     if gray.shape != (IMG_SIZE, IMG_SIZE):
         gray = _RESIZE.resize_uint8(gray[None])[0]
-    return gray
+    return gray, size
+
+
+def _size_counts(sizes: Iterable[str]) -> dict[str, int]:
+    """{"WxH": count}, most common first."""
+    return dict(Counter(sizes).most_common())
 
 
 def _reason(exc: Exception) -> str:
@@ -360,7 +372,9 @@ def _load_csv(path: Path, val_fraction: float, seed: int, progress: bool) -> tup
     _check_train_classes(path, splits["train"].labels)
     method = {"train": "Usage=Training", "val": "Usage=PublicTest", "test": "Usage=PrivateTest"}
     splits, method = _carve_missing(splits, method, val_fraction, np.random.default_rng(seed))
-    report = {"kind": "csv", "split_method": method, "skipped": skipped.count, "skipped_examples": skipped.examples}
+    report = {"kind": "csv", "split_method": method, "skipped": skipped.count, "skipped_examples": skipped.examples,
+              # the CSV holds exactly 48*48 values per row (checked above): one size by construction
+              "image_sizes": {name: _size_counts([f"{IMG_SIZE}x{IMG_SIZE}"] * len(sp)) for name, sp in splits.items()}}
     return splits, report
 
 

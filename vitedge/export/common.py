@@ -47,10 +47,16 @@ class RuntimeUnavailable(RuntimeError):
 
 # --------------------------------------------------------------------------- source and program
 def load_source(checkpoint_path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """A vitedge checkpoint -> (model in eval mode, info). info gains `source_checkpoint` (the path)."""
+    """A vitedge checkpoint -> (model in eval mode, info). info gains `source_checkpoint` (the path).
+
+    BatchNorm (the hybrid's conv stem, the CNN) is folded into its convs here, once, so every
+    exporter and quantiser sees plain convs: no BN node in any artefact, and int8 ranges are
+    calibrated on the folded weights the runtime will use."""
     from vitedge.checkpoints import load_model
+    from vitedge.model import fold_batchnorm
 
     model, info = load_model(checkpoint_path)
+    fold_batchnorm(model)
     info["source_checkpoint"] = str(checkpoint_path)
     return model, info
 

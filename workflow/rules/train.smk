@@ -2,6 +2,9 @@ rule data:
     output:
         manifest=out("data/manifest.json"),
         splits=multiext(out("data/"), "train.npz", "val.npz", "test.npz"),
+        # what is in each split and whether train looks like val/test (vitedge.data.datacard)
+        datacard=out("data/datacard.json"),
+        datacard_md=out("data/datacard.md"),
     params:
         source=config["data"]["source"],
         # only the synthetic set has a size: a real data set's rule must not rerun when it changes
@@ -9,9 +12,10 @@ rule data:
         seed=config["data"].get("seed", 0),
     log:
         out("logs/data.log"),
+    # the data card's warnings are in the log, and repeated on the terminal, where people look
     shell:
         "python -m vitedge.data --source {params.source:q} {params.size} --seed {params.seed} "
-        "--out {OUT}/data > {log} 2>&1"
+        "--out {OUT}/data > {log} 2>&1; grep -h '^WARNING: data card' {log} >&2 || true"
 
 
 rule pretrain:

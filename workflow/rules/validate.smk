@@ -100,6 +100,7 @@ rule report:
     input:
         validation=VALIDATIONS,
         distill=out("reports/distill.json"),  # written with models/student.pt: no extra rebuild
+        datacard=out("data/datacard.json"),  # written with the splits: no extra rebuild
     output:
         html=out("report/index.html"),
         md=out("report/report.md"),
@@ -111,7 +112,7 @@ rule report:
         out("logs/report.log"),
     shell:
         "python -m vitedge.report write --out-dir {OUT}/report --title {params.title} --distill {input.distill} "
-        "{input.validation} > {log} 2>&1"
+        "--datacard {input.datacard} {input.validation} > {log} 2>&1"
 
 
 rule gate:

@@ -1,0 +1,185 @@
+"""Learning curves on FER-2013 for the same CPU time: which model learns most per second here. A script, not a test.
+
+    python benchmarks/learning_curves.py --data results/fer2013/data --minutes 5 \
+        [--candidates vit hybrid cnn distilled] [--runs results/fer2013] [--out reports/learning_curves]
+
+Each candidate is trained by the real engine (`vitedge.train.fit`: in-memory batches, strong batch
+augmentation, AdamW, warm-up + cosine) for the same wall-clock budget: its training rate is measured
+first, and its schedule (steps, hence the cosine) is sized to fill the budget. PublicTest (the `val`
+split) top-1 is measured at 8 points along the way; the curve's time axis is training time only
+(evaluation excluded), cumulative.
+
+- vit: the paper's ViT, linear patch stem (vit-tiny-48, patch 6)
+- hybrid: the conv-stem ViT (hybrid-tiny-48), labels only
+- cnn: the convnet teacher (cnn-small-48)
+- distilled: hybrid-tiny-48 with a distillation token, taught by the `cnn` candidate's best checkpoint
+  (so `cnn` must run first); its line starts at the teacher's training time, which it needed.
+
+`--runs RUN_DIR ...` adds the curves of finished workflow runs (teacher and student, from their
+`metrics.jsonl`), so the long schedule of `snakemake ... --configfile workflow/config/fer2013.yaml`
+sits on the same axes. Writes `<out>.png` (the plot), `<out>.md` (table) and `<out>.json`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from vitedge import checkpoints  # noqa: E402
+from vitedge.data import load_splits  # noqa: E402
+from vitedge.distill import DistillConfig, distill  # noqa: E402
+from vitedge.io import atomic_write_text, write_json  # noqa: E402
+from vitedge.model import create_model  # noqa: E402
+from vitedge.preprocess import Preprocess  # noqa: E402
+from vitedge.sysinfo import describe, machine_info  # noqa: E402
+from vitedge.train import TrainConfig, fit, seed_everything  # noqa: E402
+
+CANDIDATES = {
+    "vit": ("vit-tiny-48", {"patch_size": 6}, 0.001),
+    "hybrid": ("hybrid-tiny-48", {}, 0.002),
+    "cnn": ("cnn-small-48", {}, 0.004),
+    "distilled": ("hybrid-tiny-48", {"distilled": True}, 0.002),
+}
+POINTS = 8  # evaluations along each curve
+BATCH = 128
+
+
+def measure_rate(model: torch.nn.Module, splits, pre: Preprocess, teacher: torch.nn.Module | None, steps: int = 12) -> float:
+    """Training images per second of one candidate (full loop, as `fit` runs it), a few steps."""
+    work = Path(f"/tmp/vitedge-lc-rate-{time.monotonic_ns()}")
+    cfg = TrainConfig(epochs=1, batch_size=BATCH, max_steps_per_epoch=steps, augment="strong", warmup_epochs=0)
+    probe = create_model(model.cfg)
+    if teacher is None:
+        result = fit(probe, splits["train"], splits["val"].subset(torch.arange(8).numpy()), pre, cfg, work)
+    else:
+        dcfg = DistillConfig(**{**cfg.__dict__, "distillation_type": "hard"})
+        result = distill(probe, teacher, splits["train"], splits["val"].subset(torch.arange(8).numpy()), pre, dcfg, work)
+    return result["history"][-1]["img_per_s"]
+
+
+def train_candidate(name: str, splits, budget_s: float, out_dir: Path, teacher_path: Path | None) -> dict:
+    preset, overrides, lr = CANDIDATES[name]
+    seed_everything(0)
+    model = create_model(preset, **overrides)
+    pre = Preprocess(img_size=model.cfg.img_size)
+    teacher = checkpoints.load_model(teacher_path)[0] if teacher_path else None
+    rate = measure_rate(model, splits, pre, teacher)
+    steps = max(POINTS, int(rate * budget_s / BATCH))
+    common = dict(epochs=POINTS, max_steps_per_epoch=steps // POINTS, batch_size=BATCH, lr=lr * 256 / BATCH,
+                  warmup_epochs=0.5, augment="strong", class_balance="none", label_smoothing=0.1)
+    work = out_dir / f"{name}.work"
+    print(f"{name}: {preset} {overrides}, {rate:.0f} img/s -> {steps} steps of {BATCH} in {budget_s:.0f} s", flush=True)
+    if teacher is None:
+        result = fit(model, splits["train"], splits["val"], pre, TrainConfig(**common), work, stage=name)
+    else:
+        result = distill(model, teacher, splits["train"], splits["val"], pre,
+                         DistillConfig(**common, distillation_type="hard"), work)
+    return {"name": name, "preset": preset, "overrides": overrides, "params": sum(p.numel() for p in model.parameters()),
+            "img_per_s": rate, "curve": curve_of(result["history"]), "best_path": result["best_path"]}
+
+
+def curve_of(history: list[dict], offset_s: float = 0.0) -> list[tuple[float, float]]:
+    t, points = offset_s, []
+    for h in history:
+        t += h["epoch_s"]
+        points.append((round(t, 1), h["val_top1"]))
+    return points
+
+
+def run_curves(run_dir: Path) -> list[dict]:
+    """The teacher's and the student's curves of a finished (or running) workflow run."""
+    rows, offset = [], 0.0
+    for stage, ckpt in (("teacher", "teacher.pt"), ("student", "student.pt")):
+        log = run_dir / "models" / f"{ckpt}.work" / "metrics.jsonl"
+        if not log.is_file():
+            continue
+        history = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        curve = curve_of(history, offset if stage == "student" else 0.0)
+        rows.append({"name": f"{run_dir.name} {stage} (workflow)", "curve": curve})
+        offset = curve[-1][0] if stage == "teacher" and curve else offset
+    return rows
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    for r in rows:
+        xs, ys = zip(*r["curve"]) if r["curve"] else ((), ())
+        style = "--" if "(workflow)" in r["name"] else "-"
+        ax.plot([x / 60 for x in xs], [100 * y for y in ys], style, marker="o", ms=3, label=r["name"])
+    ax.set_xlabel("training time on this machine (minutes)")
+    ax.set_ylabel("PublicTest top-1 (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, help="a data folder written by `python -m vitedge.data` (FER-2013)")
+    p.add_argument("--minutes", type=float, default=5.0, help="training budget per candidate")
+    p.add_argument("--candidates", nargs="*", default=list(CANDIDATES), choices=list(CANDIDATES))
+    p.add_argument("--runs", nargs="*", type=Path, default=[], help="workflow run folders to add (results/<run>)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=Path("reports/learning_curves"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    work_dir = args.out.parent / (args.out.name + ".work")
+
+    rows: list[dict] = []
+    if args.candidates:
+        if args.data is None:
+            p.error("--data is needed to train candidates")
+        splits = load_splits(args.data)
+        teacher_path = None
+        for name in args.candidates:
+            if name == "distilled" and teacher_path is None:
+                p.error("the distilled candidate needs the cnn candidate first (its teacher)")
+            row = train_candidate(name, splits, args.minutes * 60, work_dir, teacher_path if name == "distilled" else None)
+            if name == "cnn":
+                teacher_path = Path(row["best_path"])
+                teacher_time = row["curve"][-1][0]
+            if name == "distilled":
+                row["curve"] = [(t + teacher_time, a) for t, a in row["curve"]]
+                row["name"] = "distilled (after its cnn teacher)"
+            rows.append(row)
+    for run in args.runs:
+        rows.extend(run_curves(run))
+
+    machine = describe(machine_info())
+    plot(rows, args.out.with_suffix(".png"),
+         f"FER-2013 PublicTest top-1 vs training time, {args.threads} threads, {args.minutes:g} min per candidate\n{machine}")
+    lines = ["| model | params | train img/s | PublicTest top-1 at the end | best | minutes |", "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        last = r["curve"][-1] if r["curve"] else (0.0, float("nan"))
+        best = max((a for _, a in r["curve"]), default=float("nan"))
+        params = f"{r['params'] / 1e6:.2f}M" if "params" in r else "–"
+        rate = f"{r['img_per_s']:.0f}" if "img_per_s" in r else "–"
+        lines.append(f"| {r['name']} | {params} | {rate} | {100 * last[1]:.2f}% | {100 * best:.2f}% | {last[0] / 60:.1f} |")
+    lines += ["", f"Measured with `python benchmarks/learning_curves.py` on {machine}."]
+    atomic_write_text(args.out.with_suffix(".md"), "\n".join(lines) + "\n")
+    write_json(args.out.with_suffix(".json"), {"rows": rows, "machine": machine_info(), "minutes": args.minutes,
+                                               "threads": args.threads})
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

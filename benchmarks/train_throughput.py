@@ -1,0 +1,122 @@
+"""Training throughput per preset: the model step alone vs the full input path + step. A script, not a test.
+
+    python benchmarks/train_throughput.py [--presets hybrid-micro-48 cnn-small-48 ...] [--batch 128]
+        [--steps 12] [--threads 2] [--augment strong] [--md reports/train_throughput.md]
+
+"model-only" is forward + backward + AdamW on one batch already in memory as a float tensor;
+"full loop" is what `vitedge.train.run_loop` does per step: take the next batch of the uint8
+in-memory split (`InMemoryBatches`), augment it whole (`BatchAugment`), then the same step.
+The ratio says whether the input path keeps up with the model (target: >= 90% on 2 cores).
+Images are synthetic faces at 48x48: throughput does not depend on what the pixels show.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from vitedge.data import make_synthetic  # noqa: E402
+from vitedge.data.augment import BatchAugment, InMemoryBatches  # noqa: E402
+from vitedge.model import create_model  # noqa: E402
+from vitedge.preprocess import Preprocess  # noqa: E402
+from vitedge.sysinfo import describe, machine_info  # noqa: E402
+from vitedge.train import param_groups  # noqa: E402
+
+DEFAULT_PRESETS = ["vit-nano-48", "vit-micro-48", "vit-tiny-48", "hybrid-micro-48", "hybrid-tiny-48",
+                   "cnn-tiny-48", "cnn-small-48"]
+
+
+def images_per_second(step, batches, steps: int, warmup: int = 3) -> float:
+    """Median-free, honest wall-clock rate over `steps` steps after `warmup` untimed ones."""
+    it = iter(batches)
+    for _ in range(warmup):
+        step(*next(it))
+    t0, n = time.perf_counter(), 0
+    for _ in range(steps):
+        x, y = next(it)
+        step(x, y)
+        n += len(y)
+    return n / (time.perf_counter() - t0)
+
+
+def measure(preset: str, batch: int, steps: int, augment: str, train_split) -> dict:
+    torch.manual_seed(0)
+    model = create_model(preset, **({"distilled": True} if preset.startswith(("vit-", "hybrid-")) else {})).train()
+    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-3)
+    pre = Preprocess(img_size=model.cfg.img_size)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        out = model(x)
+        out = out if isinstance(out, tuple) else (out,)
+        loss = sum(F.cross_entropy(o, y) for o in out)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    batches = InMemoryBatches(train_split, pre, batch, seed=0)
+    aug, g = BatchAugment(pre, augment), torch.Generator().manual_seed(0)
+    fixed = (aug(batches.images[:batch], g), batches.labels[:batch])
+
+    def forever_fixed():
+        while True:
+            yield fixed
+
+    def forever_loop():
+        e = 0
+        while True:
+            for x, y in batches.epoch(e):
+                yield aug(x, g), y
+            e += 1
+
+    model_only = images_per_second(step, forever_fixed(), steps)
+    full = images_per_second(step, forever_loop(), steps)
+    model_only_again = images_per_second(step, forever_fixed(), steps)  # the machine may drift: bracket it
+    ref = max(model_only, model_only_again)
+    return {"preset": preset, "params": sum(p.numel() for p in model.parameters()), "model_only": ref,
+            "full_loop": full, "ratio": full / ref}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--presets", nargs="+", default=DEFAULT_PRESETS)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--augment", default="strong", choices=["none", "light", "strong"])
+    p.add_argument("--md", type=Path, help="also write the table here (Markdown)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    train = make_synthetic(per_class=max(64, args.batch * 3 // 7 + 8), seed=0)["train"]
+
+    rows = []
+    for preset in args.presets:
+        r = measure(preset, args.batch, args.steps, args.augment, train)
+        rows.append(r)
+        print(f"{preset:>16}: model-only {r['model_only']:7.1f} img/s, full loop {r['full_loop']:7.1f} img/s "
+              f"({100 * r['ratio']:.0f}%)", flush=True)
+    lines = [
+        f"Training throughput (fp32, batch {args.batch}, {args.threads} threads, augment {args.augment}, "
+        f"{args.steps} timed steps) on {describe(machine_info())}",
+        "",
+        "| preset | params | model-only img/s | full loop img/s | full / model-only |",
+        "|---|---:|---:|---:|---:|",
+        *[f"| {r['preset']} | {r['params'] / 1e6:.2f}M | {r['model_only']:.1f} | {r['full_loop']:.1f} | "
+          f"{100 * r['ratio']:.0f}% |" for r in rows],
+    ]
+    print("\n".join(lines))
+    if args.md:
+        from vitedge.io import atomic_write_text
+
+        atomic_write_text(args.md, "\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
