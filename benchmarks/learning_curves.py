@@ -47,6 +47,12 @@ CANDIDATES = {
     "cnn": ("cnn-small-48", {}, 0.004),
     "distilled": ("hybrid-tiny-48", {"distilled": True}, 0.002),
 }
+LABELS = {
+    "vit": "ViT, patch stem (vit-tiny-48/6)",
+    "hybrid": "hybrid ViT (hybrid-tiny-48)",
+    "cnn": "CNN (cnn-small-48)",
+    "distilled": "hybrid ViT distilled from the CNN (after its teacher)",
+}
 POINTS = 8  # evaluations along each curve
 BATCH = 128
 
@@ -81,7 +87,7 @@ def train_candidate(name: str, splits, budget_s: float, out_dir: Path, teacher_p
     else:
         result = distill(model, teacher, splits["train"], splits["val"], pre,
                          DistillConfig(**common, distillation_type="hard"), work)
-    return {"name": name, "preset": preset, "overrides": overrides, "params": sum(p.numel() for p in model.parameters()),
+    return {"name": LABELS[name], "preset": preset, "overrides": overrides, "params": sum(p.numel() for p in model.parameters()),
             "img_per_s": rate, "curve": curve_of(result["history"]), "best_path": result["best_path"]}
 
 
@@ -138,27 +144,40 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", nargs="*", type=Path, default=[], help="workflow run folders to add (results/<run>)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("reports/learning_curves"))
+    p.add_argument("--fresh", action="store_true", help="retrain candidates already measured in <out>.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     work_dir = args.out.parent / (args.out.name + ".work")
 
+    # candidates measured before (same budget) are read back, so adding a workflow run's curves
+    # later does not retrain them
+    done: dict[str, dict] = {}
+    if args.out.with_suffix(".json").is_file() and not args.fresh:
+        old = json.loads(args.out.with_suffix(".json").read_text())
+        if old.get("minutes") == args.minutes:
+            done = {r["candidate"]: r for r in old["rows"] if "candidate" in r}
     rows: list[dict] = []
     if args.candidates:
-        if args.data is None:
+        splits = load_splits(args.data) if args.data and set(args.candidates) - set(done) else None
+        if splits is None and set(args.candidates) - set(done):
             p.error("--data is needed to train candidates")
-        splits = load_splits(args.data)
         teacher_path = None
         for name in args.candidates:
+            if name in done:
+                rows.append(done[name])
+                if name == "cnn":
+                    teacher_path, teacher_time = Path(done[name]["best_path"]), done[name]["curve"][-1][0]
+                continue
             if name == "distilled" and teacher_path is None:
                 p.error("the distilled candidate needs the cnn candidate first (its teacher)")
             row = train_candidate(name, splits, args.minutes * 60, work_dir, teacher_path if name == "distilled" else None)
+            row["candidate"] = name
             if name == "cnn":
                 teacher_path = Path(row["best_path"])
                 teacher_time = row["curve"][-1][0]
             if name == "distilled":
                 row["curve"] = [(t + teacher_time, a) for t, a in row["curve"]]
-                row["name"] = "distilled (after its cnn teacher)"
             rows.append(row)
     for run in args.runs:
         rows.extend(run_curves(run))

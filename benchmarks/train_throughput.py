@@ -12,6 +12,7 @@ Images are synthetic faces at 48x48: throughput does not depend on what the pixe
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--augment", default="strong", choices=["none", "light", "strong"])
     p.add_argument("--md", type=Path, help="also write the table here (Markdown)")
     args = p.parse_args(argv)
+    args.threads = min(args.threads, os.cpu_count() or 1)  # snakemake may grant more threads than cores
     torch.set_num_threads(args.threads)
     train = make_synthetic(per_class=max(64, args.batch * 3 // 7 + 8), seed=0)["train"]
 

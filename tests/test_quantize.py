@@ -202,3 +202,45 @@ def test_coreml_int8_weights_gated_by_reading_them_back(trained, splits, tmp_pat
     assert meta["file"] == "model.mlpackage" and q["drop_points"] <= 2.0
     assert q["final_check"]["export_checks"]["coreml_weights"]["checked"] > 0
     assert "macOS" in q["method"]["activations"]
+
+
+# --------------------------------------------------------------------------- the hybrid (conv stem)
+@pytest.fixture(scope="module")
+def trained_hybrid(tmp_path_factory, splits):
+    """A 2-block conv-stem ViT trained like `trained`: its BatchNorm is folded before quantisation."""
+    import torch
+
+    from vitedge.train import TrainConfig, fit
+
+    torch.manual_seed(0)
+    model = create_model("hybrid-micro-48", depth=2, num_classes=len(SUBSET))
+    cfg = TrainConfig(epochs=4, batch_size=32, lr=8e-3, warmup_epochs=0.3, augment="none", class_balance="none")
+    result = fit(model, splits["train"], splits["val"], PRE, cfg, tmp_path_factory.mktemp("train-h"), classes=SUBSET)
+    assert result["best"]["val_top1"] > 0.45, "the hybrid fixture did not learn; the gate tests would be vacuous"
+    return result["best_path"]
+
+
+def test_hybrid_onnx_int8_passes_the_gate(trained_hybrid, splits, tmp_path):
+    meta = _run(trained_hybrid, splits, tmp_path, "onnx", variants=["dynamic", "static-percentile"], max_drop=2.0)
+    q = meta["quantization"]
+    assert q["drop_points"] <= 2.0 and q["final_check"]["drop_points"] <= 2.0 and meta["config"]["stem"] == "conv"
+
+
+def test_hybrid_fallback_can_keep_the_conv_stem_in_float(trained_hybrid, splits, tmp_path):
+    # ranges from one image and a zero-drop budget: the fallback must run, and the stem is a unit of it
+    meta = _run(trained_hybrid, splits, tmp_path, variants=["static-all-minmax"], calibration=1, max_drop=0.0,
+                max_fallback_steps=12)
+    q = meta["quantization"]
+    assert set(q["sensitivity"]) == set(model_units(create_model("hybrid-micro-48", depth=2)))  # stem included
+    assert q["drop_points"] <= 0.0 and q["kept_float"] == list(q["sensitivity"])[:len(q["kept_float"])]
+
+
+def test_hybrid_tensorrt_qdq_quantises_the_stem_convs(trained_hybrid, splits, tmp_path):
+    import onnx
+
+    _run(trained_hybrid, splits, tmp_path, "tensorrt", max_drop=2.0)
+    proto = onnx.load(tmp_path / "m" / "tensorrt-int8" / "model.onnx")
+    producer = {o: n.op_type for n in proto.graph.node for o in n.output}
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    assert len(convs) == 4 and "BatchNormalization" not in {n.op_type for n in proto.graph.node}
+    assert all(producer.get(c.input[0]) == "DequantizeLinear" for c in convs[1:])  # int8 inputs into the convs

@@ -50,6 +50,9 @@ from vitedge.preprocess import Preprocess
 log = logging.getLogger("vitedge.train")
 
 STATE_FORMAT = "vitedge-train-state/1"
+# options a saved state may be resumed under although they changed: more epochs extend a finished
+# run; another thread count only moves float rounding (a bit-for-bit rerun needs the same count)
+RESUMABLE_CHANGES = ("epochs", "threads")
 
 
 @dataclass
@@ -266,7 +269,7 @@ def run_loop(module: nn.Module, train: Split, augment: BatchAugment, pre: Prepro
     # (the epoch count may grow, to extend a finished run)
     fingerprint = json.dumps({"stage": stage, "model": getattr(module, "cfg", None) and module.cfg.as_dict(),
                               "params": sum(p.numel() for p in module.parameters()),
-                              "cfg": {k: v for k, v in asdict(cfg).items() if k != "epochs"}},
+                              "cfg": {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}},
                              sort_keys=True, default=str)
     start_epoch, best, history = 0, {"score": -math.inf, "epoch": -1}, []
     state = load_torch(state_path) if resume and state_path.is_file() else None

@@ -61,7 +61,7 @@ class BatchAugment:
         self.spec = strength if isinstance(strength, AugmentSpec) else AugmentSpec.named(strength)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        x = images.float().div_(255.0)
+        x = images.float().mul_(1 / 255.0)
         s = self.spec
         B = x.shape[0]
 
@@ -83,9 +83,9 @@ class BatchAugment:
             b = uniform(-s.brightness, s.brightness).view(B, 1, 1, 1)
             mean = x.mean(dim=(1, 2, 3), keepdim=True)
             x = ((x - mean) * c + mean + b).clamp_(0.0, 1.0)
-        x = (x - self.pre.mean) / self.pre.std
+        x = x.sub_(self.pre.mean).mul_(1 / self.pre.std)
         if s.erase_p > 0:
-            x = x * ~self._erase_mask(B, x.shape[-2], x.shape[-1], generator)  # erased to 0 = the mean grey
+            x.masked_fill_(self._erase_mask(B, x.shape[-2], x.shape[-1], generator), 0.0)  # 0 = the mean grey
         return x
 
     def _erase_mask(self, B: int, H: int, W: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -97,11 +97,10 @@ class BatchAugment:
         y0 = torch.rand(B, generator=generator) * (H - h)
         x0 = torch.rand(B, generator=generator) * (W - w)
         on = torch.rand(B, generator=generator) < s.erase_p
-        yy = torch.arange(H).view(1, H, 1)
-        xx = torch.arange(W).view(1, 1, W)
-        inside = ((yy >= y0.view(B, 1, 1)) & (yy < (y0 + h).view(B, 1, 1))
-                  & (xx >= x0.view(B, 1, 1)) & (xx < (x0 + w).view(B, 1, 1)))
-        return (inside & on.view(B, 1, 1)).unsqueeze(1)
+        # separable: a row mask and a column mask per sample, their outer product is the rectangle
+        rows = (torch.arange(H) >= y0[:, None]) & (torch.arange(H) < (y0 + h)[:, None]) & on[:, None]
+        cols = (torch.arange(W) >= x0[:, None]) & (torch.arange(W) < (x0 + w)[:, None])
+        return (rows[:, :, None] & cols[:, None, :]).unsqueeze(1)
 
 
 class InMemoryBatches:

@@ -56,3 +56,25 @@ rule finetune:
 
 
 ALL_TARGETS.append(out("models/teacher.pt"))
+
+
+TRAIN_THROUGHPUT = shlex.quote(os.path.join(workflow.basedir, "benchmarks", "train_throughput.py"))
+
+
+rule train_throughput:
+    """img/s of the run's two models: the model step alone vs the full input path (in-memory batches +
+    batch augmentation). The full loop should keep >= 90% of the model-only rate."""
+    output:
+        out("reports/train_throughput.md"),
+    params:
+        presets=f"{config['models']['teacher']['preset']} {config['models']['student']['preset']}",
+        augment=config["finetune"].get("augment", "strong"),
+    threads: workflow.cores
+    log:
+        out("logs/train_throughput.log"),
+    shell:
+        f"python {TRAIN_THROUGHPUT} --presets {{params.presets}} --threads {{threads}} --steps 6 "
+        f"--augment {{params.augment}} --md {{output}} > {{log}} 2>&1"
+
+
+ALL_TARGETS.append(out("reports/train_throughput.md"))

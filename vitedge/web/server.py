@@ -1,0 +1,283 @@
+"""The web demo's server: the page, onnxruntime-web, the face detector and one ONNX artefact.
+
+Everything comes from this package and the libraries it already depends on, so the page works
+offline: the page and the vendored onnxruntime-web are in `vitedge/web/static/`, the Haar
+cascade is read from the installed OpenCV wheel (`cv2.data`, the file `vitedge.infer` uses)
+and sent as JSON, and the model is the artefact given (default: the one shipped in
+`vitedge/assets/model/`, found as `vitedge.infer` finds it).
+
+Routes:
+    /                         the page (static/index.html); /<file> any file of static/
+    /config.json              what the page needs to mirror vitedge.infer (margin, detector settings,
+                              model URLs, which onnxruntime-web builds are here)
+    /model/meta.json          the artefact's meta.json (preprocessing, classes, input/output names)
+    /model/<file>             the artefact's model file
+    /detector/<name>.json     the Haar cascade as JSON
+
+Every response carries the cross-origin isolation headers (COOP same-origin, COEP
+require-corp) that WebAssembly threads (SharedArrayBuffer) need.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import inspect
+import json
+import posixpath
+import threading
+import urllib.parse
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+STATIC = Path(__file__).resolve().parent / "static"
+ORT_DIR = STATIC / "vendor" / "onnxruntime-web"
+ORT_WASM_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+ORT_WEBGPU_FILES = ("ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm")
+CASCADE_NAME = "haarcascade_frontalface_default"
+# detectMultiScale's settings in vitedge.infer.detect_faces
+SCALE_FACTOR, MIN_NEIGHBORS = 1.1, 5
+ONNX_PRECISION_ORDER = ("int8", "fp32", "fp16")  # in a folder of artefacts: the smallest that runs everywhere
+
+ISOLATION_HEADERS = {
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+class ModelError(Exception):
+    """The model given cannot be served: the message is the whole explanation (one line)."""
+
+
+# --------------------------------------------------------------------------- the model
+def resolve_model(path: str | Path | None) -> tuple[Path, dict[str, Any]]:
+    """(artefact folder, meta) of the ONNX artefact to serve, or ModelError.
+
+    `path`: an ONNX artefact folder, its model.onnx or meta.json, or a model folder holding
+    artefacts (the ONNX one is used; int8 first); None: the model shipped with vitedge."""
+    from vitedge.infer import packaged_model
+
+    if path is None:
+        shipped = packaged_model()
+        if shipped is None:
+            raise ModelError("no model given and none is shipped with this vitedge install: pass --model "
+                             "ARTEFACT (an ONNX artefact folder, e.g. results/default/artefacts/student/onnx-int8)")
+        path = shipped
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: not found")
+    if path.is_dir() and not (path / "meta.json").is_file():
+        metas = sorted(path.glob("*/meta.json"))
+        if not metas:
+            raise ModelError(f"{path}: not an ONNX artefact (no meta.json in it or its subfolders; export one "
+                             "with `python -m vitedge.export --format onnx`)")
+        options = []
+        for meta_path in metas:
+            try:
+                art, meta = _read_artefact(meta_path.parent)
+            except ModelError:
+                continue
+            if meta["format"] == "onnx":
+                options.append((art, meta))
+        if not options:
+            found = ", ".join(m.parent.name for m in metas)
+            raise ModelError(f"{path}: holds no ONNX artefact (found {found}); the page runs ONNX models only")
+        rank = {p: i for i, p in enumerate(ONNX_PRECISION_ORDER)}
+        return min(options, key=lambda am: rank.get(am[1]["precision"], 99))
+    art, meta = _read_artefact(path)
+    if meta["format"] != "onnx":
+        raise ModelError(f"{path}: not an ONNX artefact (it is a {meta['format']} artefact); the page runs "
+                         "ONNX models only: pass an onnx-* artefact folder")
+    return art, meta
+
+
+def _read_artefact(path: Path) -> tuple[Path, dict[str, Any]]:
+    """An artefact folder (or its model file / meta.json) -> (folder, meta); the checks vitedge.export's
+    read_meta makes, without importing the exporters."""
+    art = path.parent if path.is_file() else path
+    meta_path = art / "meta.json"
+    if not meta_path.is_file():
+        kind = "a file" if path.is_file() else "a folder"
+        raise ModelError(f"{path}: not an ONNX artefact ({kind} without a meta.json beside it; export one with "
+                         "`python -m vitedge.export --format onnx`)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: cannot read {meta_path.name} ({exc})") from exc
+    required = ("format", "precision", "file", "preprocess", "classes", "input", "output")
+    if not isinstance(meta, dict) or any(k not in meta for k in required):
+        raise ModelError(f"{path}: not an ONNX artefact ({meta_path.name} is not a vitedge artefact's: it lacks "
+                         f"{', '.join(k for k in required if not isinstance(meta, dict) or k not in meta)})")
+    if path.is_file() and path.name not in ("meta.json", meta["file"]):
+        raise ModelError(f"{path}: not the artefact's model file ({meta['file']})")
+    model_file = art / str(meta["file"])
+    if meta["format"] == "onnx" and not model_file.is_file():
+        raise ModelError(f"{path}: the model file '{meta['file']}' named in meta.json is missing")
+    return art, meta
+
+
+# --------------------------------------------------------------------------- the face detector
+def cascade_path() -> Path:
+    """OpenCV's frontal-face Haar cascade, the file vitedge.infer loads."""
+    import cv2
+
+    return Path(cv2.data.haarcascades) / f"{CASCADE_NAME}.xml"
+
+
+def cascade_json(path: str | Path | None = None) -> dict[str, Any]:
+    """An OpenCV (new format) Haar cascade XML -> the JSON the page's detector reads (static/haar.mjs)."""
+    root = ET.parse(path or cascade_path()).getroot()
+    cascade = root.find("cascade")
+    if cascade is None or (cascade.findtext("featureType") or "").strip() != "HAAR":
+        raise ValueError(f"{path}: not an OpenCV HAAR cascade in the new format")
+
+    def numbers(text: str | None) -> list[float]:
+        return [float(t) for t in (text or "").split()]
+
+    features = []
+    for feat in cascade.find("features") or []:
+        if (feat.findtext("tilted") or "0").strip() not in ("0", ""):
+            raise ValueError("tilted Haar features are not supported by the page's detector")
+        flat: list[float] = []
+        for rect in feat.find("rects") or []:
+            flat.extend(numbers(rect.text))
+        features.append([int(v) if i % 5 != 4 else v for i, v in enumerate(flat)])
+    stages = []
+    for stage in cascade.find("stages") or []:
+        weak = []
+        for tree in stage.find("weakClassifiers") or []:
+            nodes = numbers(tree.findtext("internalNodes"))
+            nodes = [int(v) if i % 4 != 3 else v for i, v in enumerate(nodes)]
+            weak.append([nodes, numbers(tree.findtext("leafValues"))])
+        stages.append({"threshold": float(stage.findtext("stageThreshold") or "nan"), "weak": weak})
+    return {"source": Path(path or cascade_path()).name, "width": int(cascade.findtext("width") or 0),
+            "height": int(cascade.findtext("height") or 0), "features": features, "stages": stages}
+
+
+# --------------------------------------------------------------------------- what the page is told
+def page_config(meta: dict[str, Any], margin: float | None = None, min_face: int | None = None) -> dict[str, Any]:
+    """vitedge.infer's settings, read from vitedge.infer itself so the two cannot drift apart."""
+    import PIL
+
+    from vitedge import infer
+
+    margin = inspect.signature(infer.crop_face).parameters["margin"].default if margin is None else margin
+    min_face = inspect.signature(infer.detect_faces).parameters["min_face"].default if min_face is None else min_face
+    return {
+        "model": {"meta": "model/meta.json", "file": f"model/{meta['file']}", "name": meta.get("model_name", ""),
+                  "format": meta["format"], "precision": meta["precision"]},
+        "detector": {"cascade": f"detector/{CASCADE_NAME}.json", "scale_factor": SCALE_FACTOR,
+                     "min_neighbors": MIN_NEIGHBORS, "min_face": min_face, "max_side": infer.DETECT_MAX_SIDE},
+        "margin": margin,
+        "top_k": infer.TOP_K,
+        # Pillow >= 13 resizes vertically first when the height shrinks much more than the width
+        # (static/imageops.mjs: resizePIL); the rounding differs, so the page follows this install
+        "preprocess": {"pillow": PIL.__version__, "pil_vertical_first": int(PIL.__version__.split(".")[0]) >= 13},
+        "ort": {"path": "vendor/onnxruntime-web/",
+                "wasm": all((ORT_DIR / f).is_file() for f in ORT_WASM_FILES),
+                "webgpu": all((ORT_DIR / f).is_file() for f in ORT_WEBGPU_FILES)},
+    }
+
+
+def check_vendored() -> None:
+    missing = [f for f in ORT_WASM_FILES if not (ORT_DIR / f).is_file()]
+    if missing:
+        raise ModelError(f"onnxruntime-web is missing from {ORT_DIR} ({', '.join(missing)}): run vitedge/web/vendor.sh")
+
+
+# --------------------------------------------------------------------------- the server
+class Handler(http.server.SimpleHTTPRequestHandler):
+    """Static files from STATIC, plus the model, the cascade and the config; isolation headers on all."""
+
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
+                      ".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm",
+                      ".onnx": "application/octet-stream", ".json": "application/json", ".css": "text/css",
+                      ".html": "text/html; charset=utf-8", ".svg": "image/svg+xml"}
+
+    def __init__(self, *args, app: "App", **kwargs):
+        self.app = app
+        super().__init__(*args, directory=str(STATIC), **kwargs)
+
+    def end_headers(self) -> None:
+        for k, v in ISOLATION_HEADERS.items():
+            self.send_header(k, v)
+        self.send_header("Cache-Control", "no-cache")  # revalidate (Last-Modified): a new model shows at once
+        super().end_headers()
+
+    def _route(self) -> str:
+        return posixpath.normpath(urllib.parse.unquote(urllib.parse.urlsplit(self.path).path))
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._serve(body=True)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._serve(body=False)
+
+    def _serve(self, body: bool) -> None:
+        generated = self.app.generated(self._route())
+        if generated is not None:
+            data, ctype = generated
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if body:
+                self.wfile.write(data)
+            return
+        f = self.send_head()
+        if f:
+            try:
+                if body:
+                    self.copyfile(f, self.wfile)
+            finally:
+                f.close()
+
+    def translate_path(self, path: str) -> str:
+        mapped = self.app.files.get(self._route())
+        return str(mapped) if mapped is not None else super().translate_path(path)
+
+    def list_directory(self, path):  # no directory listings
+        self.send_error(404, "Not found")
+        return None
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        if self.app.verbose:
+            super().log_message(format, *args)
+
+
+class App:
+    """What one server serves: the artefact, the config and the cascade (made once, on first use)."""
+
+    def __init__(self, art: Path, meta: dict[str, Any], margin: float | None = None, min_face: int | None = None,
+                 verbose: bool = False):
+        self.art, self.meta, self.verbose = art, meta, verbose
+        self.config = page_config(meta, margin, min_face)
+        self.files = {"/model/meta.json": art / "meta.json", f"/model/{meta['file']}": art / meta["file"]}
+        self._lock = threading.Lock()
+        self._cascade: bytes | None = None
+
+    def generated(self, route: str) -> tuple[bytes, str] | None:
+        if route == "/config.json":
+            return json.dumps(self.config).encode(), "application/json"
+        if route == f"/detector/{CASCADE_NAME}.json":
+            with self._lock:
+                if self._cascade is None:
+                    self._cascade = json.dumps(cascade_json(), separators=(",", ":")).encode()
+            return self._cascade, "application/json"
+        return None
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return  # the browser dropped a request (a reload, a cancelled fetch): nothing to report
+        super().handle_error(request, client_address)
+
+
+def make_server(app: App, host: str = "127.0.0.1", port: int = 8000) -> Server:
+    return Server((host, port), functools.partial(Handler, app=app))
