@@ -11,6 +11,12 @@ For every int8 artefact of a run (`<run>/artefacts/<model>/<format>-int8/`) it p
 - latency: batch-1 median and batch-N throughput of fp32 and int8 in the format's own runtime,
   as the quantiser timed them (same process, same threads, back to back), and the verdict: an
   int8 model that is not faster than fp32 is reported as such, not hidden.
+
+Then "What a user gains" (`--threads 1 2`, measured here, `--no-speed` to skip): every artefact
+of each model (and its checkpoint in torch eager fp32) through `vitedge.runtimes`, at each thread
+count, batch 1 (p50) and a batch (`--batch`, images/s), with two ratios each: against fp32 of the
+same runtime (what int8 buys there) and against torch eager fp32 of the same model at the same
+threads (what leaving PyTorch buys). Artefacts whose runtime is missing here are listed with why.
 """
 from __future__ import annotations
 
@@ -95,6 +101,95 @@ def table(rs: list[dict], split_name: str) -> str:
     return "\n".join(lines)
 
 
+# (runtime label, runtime, options) per artefact format; "checkpoint" is the .pt in torch eager
+SPEED_RUNTIMES = {"checkpoint": ("torch eager", "torch", {}), "onnx": ("onnxruntime", "onnx", {}),
+                  "ort": ("ORT format", "onnx", {}), "litert": ("LiteRT XNNPACK", "litert", {}),
+                  "executorch": ("ExecuTorch XNNPACK", "executorch", {}),
+                  "torch": ("torch.compile (.pt2)", "torch", {"compile": True})}
+
+
+def speed_rows(run: Path, threads: list[int], batch: int = 32, seconds: float = 0.5) -> list[dict]:
+    """Measure every artefact of every model of the run at each thread count (see module docstring)."""
+    from vitedge import runtimes
+    from vitedge.bench import BenchConfig, benchmark
+
+    cfg = BenchConfig(warmup=10, warmup_seconds=0.1, min_iters=20, max_iters=2000, max_seconds=seconds,
+                      time_cap=max(10.0, 4 * seconds), batch_sizes=(batch,), throughput_min_iters=3,
+                      throughput_max_seconds=seconds)
+    out = []
+    for model_dir in sorted(p for p in (run / "artefacts").glob("*") if p.is_dir()):
+        model = model_dir.name
+        arts = {}
+        ckpt = run / "models" / f"{model}.pt"
+        if ckpt.is_file():
+            arts[("checkpoint", "fp32")] = ckpt
+        for meta_path in sorted(model_dir.glob("*/meta.json")):
+            fmt, _, prec = meta_path.parent.name.partition("-")
+            if fmt in SPEED_RUNTIMES and prec in ("fp32", "int8"):
+                arts[(fmt, prec)] = meta_path.parent
+        x = None
+        for (fmt, prec), path in sorted(arts.items(), key=lambda kv: (list(SPEED_RUNTIMES).index(kv[0][0]), kv[0][1])):
+            label, runtime, options = SPEED_RUNTIMES[fmt]
+            rt = None
+            for t in threads:
+                row = {"model": model, "format": fmt, "precision": prec, "runtime": label, "threads": t}
+                try:
+                    if rt is None or runtime != "torch":  # torch: one process-wide pool, set below (no recompile)
+                        rt = runtimes.load(path, runtime=runtime, device="cpu", threads=t, **options)
+                    if runtime == "torch":
+                        import torch
+
+                        torch.set_num_threads(t)
+                except (runtimes.RuntimeUnavailable, runtimes.ArtefactError) as exc:
+                    out.append({**row, "skipped": str(exc)})
+                    break
+                if x is None:
+                    x = _bench_inputs(run, rt, batch)
+                r = benchmark(rt.predict, x, cfg)
+                tp = r["throughput"][0]
+                out.append({**row, "bs1_ms": r["latency_ms"]["p50"], "n": r["latency_ms"]["n"],
+                            "batch": tp["batch"], "images_per_s": tp["images_per_s"]})
+    index = {(r["model"], r["format"], r["precision"], r["threads"]): r for r in out if "bs1_ms" in r}
+    for r in out:
+        if "bs1_ms" not in r:
+            continue
+        same = index.get((r["model"], r["format"], "fp32", r["threads"]))
+        eager = index.get((r["model"], "checkpoint", "fp32", r["threads"]))
+        for key, base in (("fp32", same), ("eager", eager)):
+            r[f"x_{key}_bs1"] = base["bs1_ms"] / r["bs1_ms"] if base else None
+            r[f"x_{key}_batch"] = r["images_per_s"] / base["images_per_s"] if base else None
+    return out
+
+
+def _bench_inputs(run: Path, rt, batch: int):
+    """Real faces of the run's test split (preprocessed as the artefact says), else random inputs."""
+    import numpy as np
+
+    try:
+        from vitedge.data import load_splits
+
+        test = load_splits(run / "data", ("test",))["test"]
+        return rt.preprocess(test.images[:max(batch, 64)])
+    except (FileNotFoundError, ValueError, KeyError):
+        return np.random.default_rng(0).standard_normal((max(batch, 64), *rt.input_shape)).astype(np.float32)
+
+
+def speed_table(rs: list[dict]) -> str:
+    head = ["model", "runtime", "precision", "threads", "bs1 ms", "×fp32 same runtime", "×torch eager fp32",
+            "img/s (batch)", "×fp32 same runtime", "×torch eager fp32"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
+    x = lambda v: f"{v:.2f}x" if isinstance(v, float) else "–"  # noqa: E731
+    for r in rs:
+        if "bs1_ms" not in r:
+            lines.append(f"| {r['model']} | {r['runtime']} | {r['precision']} | {r['threads']} | skipped: "
+                         f"{r['skipped']} | | | | | |")
+            continue
+        lines.append(f"| {r['model']} | {r['runtime']} | {r['precision']} | {r['threads']} | {r['bs1_ms']:.3f} | "
+                     f"{x(r['x_fp32_bs1'])} | {x(r['x_eager_bs1'])} | {r['images_per_s']:,.0f} ({r['batch']}) | "
+                     f"{x(r['x_fp32_batch'])} | {x(r['x_eager_batch'])} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     from vitedge.sysinfo import describe
 
@@ -104,6 +199,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="split re-measured here through the runtimes; none: only the quantiser's val figures "
                         "(the workflow's report has every artefact's test accuracy)")
     p.add_argument("--md", type=Path, help="also write the table here")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                   help="thread counts for the per-runtime speed table (capped at this host's cores)")
+    p.add_argument("--batch", type=int, default=32, help="the batch of the throughput columns")
+    p.add_argument("--bench-seconds", type=float, default=0.5, help="timing budget per measurement")
+    p.add_argument("--no-speed", action="store_true", help="only the quantiser's figures (no measurement here)")
+    p.add_argument("--json", type=Path, help="also write the speed rows here")
     args = p.parse_args(argv)
     rs = rows(args.run, args.split)
     if not rs:
@@ -120,12 +221,37 @@ def main(argv: list[str] | None = None) -> int:
         f"{'/'.join(map(str, sorted(threads))) or '?'} thread(s); torch int8 under torch.compile, "
         "executorch at batch 1 (larger batches image by image).",
         f"Machine: {describe()}", ""])
+    if not args.no_speed:
+        from vitedge.bench import available_cores
+
+        threads = sorted({max(1, min(t, available_cores())) for t in args.threads})
+        speed = speed_rows(args.run, threads, args.batch, args.bench_seconds)
+        text += "\n".join([
+            "## What a user gains: every artefact vs fp32 of its runtime and vs torch eager fp32", "",
+            speed_table(speed), "",
+            f"Measured here through vitedge.runtimes, one artefact after another: batch 1 p50 and batch {args.batch} "
+            f"images/s, {'/'.join(map(str, threads))} intra-op thread(s); ×: speed-up (> 1 faster). LiteRT and "
+            "ExecuTorch artefacts have a fixed batch of 1 (batches run image by image). Load average at the start: "
+            f"{_load()}.", ""])
+        if args.json:
+            from vitedge.io import write_json
+
+            write_json(args.json, {"rows": speed, "threads": threads, "batch": args.batch, "machine": describe()})
     print(text)
     if args.md:
         from vitedge.io import atomic_write_text
 
         atomic_write_text(args.md, text)
     return 0
+
+
+def _load() -> str:
+    import os
+
+    try:
+        return f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+    except (AttributeError, OSError):
+        return "unknown"
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 import sys
 import time
 from pathlib import Path
@@ -126,7 +127,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         ax.plot([x / 60 for x in xs], [100 * y for y in ys], style, marker="o", ms=3, label=r["name"])
     ax.set_xlabel("training time on this machine (minutes)")
     ax.set_ylabel("PublicTest top-1 (%)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(title, 110)), fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -184,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
 
     machine = describe(machine_info())
     plot(rows, args.out.with_suffix(".png"),
-         f"FER-2013 PublicTest top-1 vs training time, {args.threads} threads, {args.minutes:g} min per candidate\n{machine}")
+         f"FER-2013 PublicTest top-1 vs training time ({args.minutes:g} min per candidate, {args.threads} "
+         f"thread(s); dashed: a workflow run's teacher and student) on {machine}")
     lines = ["| model | params | train img/s | PublicTest top-1 at the end | best | minutes |", "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         last = r["curve"][-1] if r["curve"] else (0.0, float("nan"))

@@ -119,7 +119,7 @@ def test_onnx_optimizer_is_recorded(tmp_path, onnx_root):
     shutil.copyfile(onnx_root / "m0" / "onnx-fp32" / "model.onnx", path)
     record = optimize_onnx(path, meta["config"], mode="auto")
     assert {"applied", "fused", "ms_before", "ms_after"} <= set(record)
-    assert record["fused"].get("SkipLayerNormalization", 0) > 0  # residual + LayerNorm fused
+    assert record["fused"].get("Attention", 0) > 0  # each block's attention fused into one node
     assert optimize_onnx(path, meta["config"], mode="off") == {"applied": False, "mode": "off"}
 
 

@@ -97,7 +97,7 @@ def test_wrong_kind_missing_meta_and_unknown_runtime(root, ckpt, tmp_path):
     with pytest.raises(runtimes.ArtefactError, match="cannot read checkpoint"):
         runtimes.load(junk)
     with pytest.raises(ValueError, match="unknown runtime"):
-        runtimes.load(art, runtime="tflite")
+        runtimes.load(art, runtime="mxnet")
 
 
 def _fake_artefact(root: Path, ckpt: Path, fmt: str, file_name: str, **extra) -> Path:

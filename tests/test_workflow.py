@@ -131,10 +131,11 @@ def check_deleting_one_artefact_rebuilds_only_its_dependants(workflow: Path) -> 
     proc = snakemake(workflow, "all", "--dry-run")
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = planned_jobs(proc)
-    # the .ort export, its one validation (mobile), the report and the gate; no training, no other export
+    # the .ort export, its one validation (mobile), the compression benchmark (it compares every fp32
+    # artefact with its int8 form), the report and the gate; no training, no other export
     assert jobs.get("validate") == 1 and jobs.get("report") == 1 and jobs.get("gate") == 1, jobs
     assert not {"data", "pretrain", "finetune", "distill"} & set(jobs), jobs
-    assert sum(jobs.values()) <= 5, jobs
+    assert sum(jobs.values()) <= 6, jobs
     proc = snakemake(workflow, "all")  # put it back for the tests that follow
     assert proc.returncode == 0, proc.stderr[-3000:]
 

@@ -11,15 +11,17 @@ It exposes what the stages ask of any model: `.cfg` (img_size, in_chans, num_cla
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import nn
 
+from vitedge.configs import DictConfig
+
 
 @dataclass(frozen=True)
-class CNNConfig:
+class CNNConfig(DictConfig):
     img_size: int = 48
     in_chans: int = 1
     num_classes: int = 7
@@ -35,17 +37,6 @@ class CNNConfig:
             raise ValueError("widths and depths must be non-empty and of one length")
         if self.arch != "cnn":
             raise ValueError(f"CNNConfig has arch 'cnn', got {self.arch!r}")
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CNNConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown CNN config keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 PRESETS: dict[str, CNNConfig] = {

@@ -22,7 +22,7 @@ so timm/DeiT checkpoints import almost by name; torchvision's naming is mapped i
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -30,10 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitedge import cnn
+from vitedge.configs import DictConfig
 
 
 @dataclass(frozen=True)
-class ViTConfig:
+class ViTConfig(DictConfig):
     img_size: int = 48
     patch_size: int = 4
     in_chans: int = 1
@@ -76,17 +77,6 @@ class ViTConfig:
     @property
     def num_prefix_tokens(self) -> int:
         return 2 if self.distilled else 1
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ViTConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown ViT config keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 # Presets. The 48x48 ones are sized for FER-2013 on edge devices; the /16 ones at 224 match

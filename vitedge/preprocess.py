@@ -3,6 +3,10 @@
 grayscale -> resize to the model's input size (bilinear, antialiased) -> scale to [0, 1]
 -> normalise with (x - mean) / std.
 
+`resize` names the resampling: "bilinear-antialias" (PIL, every vitedge model) or "cv2-linear"
+(`cv2.resize`'s default INTER_LINEAR: what a peer model such as `fer`'s mini-Xception was trained
+and is used with, see `vitedge.peers`).
+
 It is recorded in every checkpoint and artefact (`Preprocess.as_dict`) and rebuilt from
 there (`Preprocess.from_dict`), so training, validation, `vitedge.infer` and the exported
 formats cannot drift apart. Core ML embeds it as ImageType scale/bias: see `coreml_scale_bias`.
@@ -15,18 +19,27 @@ from typing import Any
 import numpy as np
 
 
+RESIZE_METHODS = ("bilinear-antialias", "cv2-linear")
+
+
 @dataclass(frozen=True)
 class Preprocess:
     img_size: int = 48
     mean: float = 0.5
     std: float = 0.5
+    resize: str = "bilinear-antialias"
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_METHODS:
+            raise ValueError(f"unknown resize '{self.resize}'; choose from {', '.join(RESIZE_METHODS)}")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"grayscale": True, "resize": "bilinear-antialias", "scale": 1 / 255, **asdict(self)}
+        return {"grayscale": True, "scale": 1 / 255, **asdict(self)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Preprocess":
-        return cls(img_size=int(d["img_size"]), mean=float(d["mean"]), std=float(d["std"]))
+        return cls(img_size=int(d["img_size"]), mean=float(d["mean"]), std=float(d["std"]),
+                   resize=str(d.get("resize", "bilinear-antialias")))
 
     def coreml_scale_bias(self) -> tuple[float, float]:
         """Core ML ImageType computes `scale * pixel + bias` on 0..255 pixels."""
@@ -40,6 +53,11 @@ class Preprocess:
         s = self.img_size
         if images.shape[1:] == (s, s):
             return images
+        if self.resize == "cv2-linear":
+            import cv2
+
+            return np.stack([cv2.resize(np.ascontiguousarray(im, dtype=np.uint8), (s, s),
+                                        interpolation=cv2.INTER_LINEAR) for im in images])
         from PIL import Image
 
         return np.stack([np.asarray(Image.fromarray(im).resize((s, s), Image.BILINEAR, reducing_gap=None)) for im in images])

@@ -13,7 +13,12 @@
 - `pareto-<target>.png` (top-1 vs batch-1 latency; the frontier is what is worth deploying) and
   `confusion-<model>-<format>-<precision>.png`.
 
-Sections: gate verdicts, the full matrix, teacher vs student vs int8 per target, the plots,
+`--peers reports/peers.json` (benchmarks/peers.py) adds the models users would deploy instead as
+reference points: stars in the Pareto plots and rows marked "(peer)" in the teacher/student/int8
+table, never in the matrix or the gate.
+
+Sections: gate verdicts, the full matrix, teacher vs student vs int8 per target (+ peers), speed-up
+per runtime (each row vs fp32 of its runtime and vs torch eager fp32, batch 1 and batch), the plots,
 the distillation table (if given), the data card (per-split table and its warnings, if the run
 folder has data/datacard.json: the run folder is --out-dir's parent, e.g. results/default), and
 where each number was measured (machine line per target, referenced from every row as M1, M2 ...).
@@ -106,6 +111,7 @@ def flatten(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "gate": {True: "pass", False: "FAIL"}.get(gate.get("passed"), "-"),
                 "gate_failures": "; ".join(gate.get("failures", [])),
                 "stand_in": row.get("stand_in", ""), "machine_id": mid, "machine": line, "file": r.get("_file", ""),
+                "peer": bool(r.get("peer")),  # a reference point (benchmarks/peers.py), not a vitedge artefact
                 "confusion": _nested(row, "accuracy", "confusion"),
                 "failure_list": list(gate.get("failures", [])),  # reasons may contain "; " themselves
             })
@@ -178,26 +184,81 @@ def _cells(r: dict[str, Any], columns=MATRIX) -> list[str]:
     return cells
 
 
-def compare_models(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _ok(records: list[dict[str, Any]], target: str) -> list[dict[str, Any]]:
+    return [r for r in records if r["target"] == target and r["status"] == "ok" and r["p50_ms"]]
+
+
+def _fastest(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in sorted(rows, key=lambda r: r["p50_ms"]):
+        groups.setdefault((r["model"], r["precision"]), r)
+    return groups
+
+
+def compare_models(records: list[dict[str, Any]], peers: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Per target, the fastest ok row of each (model, precision): teacher fp32 vs student fp32 vs student int8 ...
 
-    Speed-up and size ratio are against the target's teacher fp32 (or its first group if it has no teacher)."""
+    Speed-up and size ratio are against the target's teacher fp32 (or its first group if it has no teacher).
+    `peers` (records of benchmarks/peers.py's results) follow each target's models as reference points,
+    against the same baseline."""
     out = []
     for target in sorted({r["target"] for r in records}):
-        ok = [r for r in records if r["target"] == target and r["status"] == "ok" and r["p50_ms"]]
-        groups: dict[tuple[str, str], dict[str, Any]] = {}
-        for r in sorted(ok, key=lambda r: r["p50_ms"]):
-            groups.setdefault((r["model"], r["precision"]), r)
+        groups = _fastest(_ok(records, target))
         keys = sorted(groups, key=lambda k: (MODEL_ORDER.get(k[0], 9), k[0], PRECISION_ORDER.get(k[1], 9)))
         if not keys:
             continue
         base = groups.get(("teacher", "fp32"), groups[keys[0]])
-        for k in keys:
-            r = groups[k]
+        peer_groups = _fastest(_ok(peers or [], target))
+        for r in [groups[k] for k in keys] + [peer_groups[k] for k in sorted(peer_groups)]:
             out.append({**r, "speedup": base["p50_ms"] / r["p50_ms"],
                         "size_ratio": (r["size_mb"] / base["size_mb"]) if r["size_mb"] and base["size_mb"] else None,
-                        "baseline": f"{base['model']} {base['precision']}"})
+                        "baseline": f"{base['model']} {base['precision']}",
+                        "model": f"{r['model']} (peer)" if r.get("peer") else r["model"]})
     return out
+
+
+def speedups(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What a user gains, per target and runtime: every measured row against fp32 of the same model in the
+    same runtime (entry), and against the same model's torch eager fp32 on that target; at batch 1
+    (p50 latency) and at the throughput batch (images/s). Ratios > 1 mean faster."""
+    out = []
+    ok = [r for r in records if r["status"] == "ok" and r["p50_ms"] and not r.get("peer")]
+    index = {(r["target"], r["model"], r["entry"], r["precision"]): r for r in ok}
+    # a target without a torch eager row (mobile) is compared with the eager CPU row of the same thread count
+    eager_cpu = {(r["model"], r["threads"]): r for r in ok if r["entry"] == "torch eager" and r["precision"] == "fp32"
+                 and r["device"] == "cpu"}
+    for r in ok:
+        same = index.get((r["target"], r["model"], r["entry"], "fp32"))
+        eager = index.get((r["target"], r["model"], "torch eager", "fp32")) or (
+            eager_cpu.get((r["model"], r["threads"])) if r["device"] == "cpu" else None)
+
+        def ratio(base: dict[str, Any] | None, key: str, inverse: bool) -> float | None:
+            if not base or not base.get(key) or not r.get(key):
+                return None
+            return base[key] / r[key] if inverse else r[key] / base[key]
+
+        out.append({**r, "vs_fp32_bs1": ratio(same, "p50_ms", True),
+                    "vs_fp32_batch": ratio(same, "throughput_ips", False),
+                    "vs_eager_bs1": ratio(eager, "p50_ms", True),
+                    "vs_eager_batch": ratio(eager, "throughput_ips", False)})
+    return out
+
+
+SPEEDUP = [("target", "target", "str"), ("model", "model", "str"), ("format", "format", "str"),
+           ("precision", "precision", "str"), ("runtime", "entry", "str"), ("threads", "threads", "str"),
+           ("p50 ms bs1", "p50_ms", "ms"), ("throughput img/s", "throughput_ips", "int"),
+           ("×fp32 same runtime bs1", "vs_fp32_bs1", "x"), ("×fp32 same runtime batch", "vs_fp32_batch", "x"),
+           ("×torch eager fp32 bs1", "vs_eager_bs1", "x"), ("×torch eager fp32 batch", "vs_eager_batch", "x")]
+
+
+def _speedup_cells(r: dict[str, Any]) -> list[str]:
+    cells = []
+    for _, key, kind in SPEEDUP:
+        if key == "throughput_ips" and r.get(key) is not None:
+            cells.append(f"{_fmt(r[key], 'int')} (bs {r['throughput_batch']})")
+        else:
+            cells.append(f"{r[key]:.2f}x" if kind == "x" and r.get(key) else _fmt(r.get(key), kind))
+    return cells
 
 
 COMPARE = [("target", "target", "str"), ("model", "model", "str"), ("precision", "precision", "str"),
@@ -238,9 +299,11 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def plot_pareto(records: list[dict[str, Any]], target: str) -> bytes:
+def plot_pareto(records: list[dict[str, Any]], target: str, peers: list[dict[str, Any]] | None = None) -> bytes:
+    """Top-1 vs batch-1 latency on one target; `peers` (benchmarks/peers.py) are drawn as black stars."""
     plt = _pyplot()
     ok = [r for r in records if r["target"] == target and r["status"] == "ok" and r["p50_ms"]]
+    peer_rows = [r for r in peers or [] if r["target"] == target and r["status"] == "ok" and r["p50_ms"]]
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     models = sorted({r["model"] for r in ok}, key=lambda m: (MODEL_ORDER.get(m, 9), m))
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -252,15 +315,18 @@ def plot_pareto(records: list[dict[str, Any]], target: str) -> bytes:
     # points are numbered and explained in a key under the plot: full labels collide when two
     # artefacts land on the same spot (same accuracy, similar latency), which is the common case
     key = []
-    for i, r in enumerate(sorted(ok, key=lambda r: r["p50_ms"]), start=1):
-        ax.scatter(r["p50_ms"], 100 * r["top1"], color=colours[r["model"]], marker=markers.get(r["precision"], "x"),
-                   s=60, edgecolor="black", linewidth=0.5, zorder=3)
+    for i, r in enumerate(sorted(ok + peer_rows, key=lambda r: r["p50_ms"]), start=1):
+        if r.get("peer"):
+            ax.scatter(r["p50_ms"], 100 * r["top1"], color="black", marker="*", s=150, zorder=3)
+        else:
+            ax.scatter(r["p50_ms"], 100 * r["top1"], color=colours[r["model"]],
+                       marker=markers.get(r["precision"], "x"), s=60, edgecolor="black", linewidth=0.5, zorder=3)
         ax.annotate(str(i), (r["p50_ms"], 100 * r["top1"]), textcoords="offset points", fontsize=8,
                     xytext=(5, 5) if i % 2 else (5, -11), weight="bold")
-        key.append(f"{i}: {r['model']} {r['format']}-{r['precision']} ({r['entry']}), "
-                   f"{r['p50_ms']:.3g} ms, {100 * r['top1']:.1f}%")
+        key.append(f"{i}: {r['model']}{' (peer)' if r.get('peer') else ''} {r['format']}-{r['precision']} "
+                   f"({r['entry']}), {r['p50_ms']:.3g} ms, {100 * r['top1']:.1f}%")
     ax.annotate("\n".join(key), xy=(0, -0.14), xycoords="axes fraction", va="top", fontsize=7, family="monospace")
-    pts = [(r["p50_ms"], 100 * r["top1"]) for r in ok]
+    pts = [(r["p50_ms"], 100 * r["top1"]) for r in ok + peer_rows]
     front = [pts[i] for i in pareto_front(pts)]
     if len(front) > 1:
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="grey", ls="--", lw=1,
@@ -269,6 +335,8 @@ def plot_pareto(records: list[dict[str, Any]], target: str) -> bytes:
         ax.set_xscale("log")
     for m in models:  # legend: colour = model, marker = precision
         ax.scatter([], [], color=colours[m], marker="o", label=m)
+    if peer_rows:
+        ax.scatter([], [], color="black", marker="*", s=90, label="peer (what users pick instead)")
     for p in sorted({r["precision"] for r in ok}, key=lambda p: PRECISION_ORDER.get(p, 9)):
         ax.scatter([], [], color="white", edgecolor="black", marker=markers.get(p, "x"), label=p)
     ax.legend(fontsize=8, loc="best")
@@ -377,6 +445,11 @@ def _gate_phrase(g: dict[str, Any]) -> str:
     return " and ".join(parts) or "none"
 
 
+SPEEDUP_NOTE = ("Each measured row against fp32 of the same model in the same runtime (what int8 buys there) and "
+                "against the same model's torch eager fp32 on the same target, or on this CPU with the same threads "
+                "for targets without an eager row (what leaving PyTorch buys), at batch 1 "
+                "(p50 latency) and at the throughput batch (images/s); > 1x is faster. Threads: the target's "
+                "budget; benchmarks/compression.py adds 1 vs 2 threads.")
 NOTES = ("Drop and agreement are against the PyTorch fp32 checkpoint of the same model on the same "
          "preprocessed test images. Latency: batch 1 after warm-up, p50/p99 over n timed calls (vitedge.bench); "
          "throughput: the best of the larger batches, images / p50 batch latency; peak mem: growth of the process "
@@ -384,8 +457,11 @@ NOTES = ("Drop and agreement are against the PyTorch fp32 checkpoint of the same
          "not on the device itself.")
 
 
-def summarise(results: list[dict[str, Any]], records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Everything the pages show except the plots: verdicts, counts, texts and table cells."""
+def summarise(results: list[dict[str, Any]], records: list[dict[str, Any]],
+              peers: list[dict[str, Any]] | None = None, peers_skipped: list[dict[str, Any]] | None = None
+              ) -> dict[str, Any]:
+    """Everything the pages show except the plots: verdicts, counts, texts and table cells.
+    `peers`: flattened records of benchmarks/peers.py's results; `peers_skipped`: its skipped list."""
     failures = gate_failures(records)
     verdicts = {r["gate"] for r in records}
     passed = False if "FAIL" in verdicts else (True if "pass" in verdicts else None)
@@ -401,7 +477,8 @@ def summarise(results: list[dict[str, Any]], records: list[dict[str, Any]]) -> d
                   "core count: other processes competed for the CPU, so those latencies are upper bounds.")
     targets = sorted({r["target"] for r in records})
     measured = {r["target"] for r in records if r["status"] == "ok"}
-    compare = compare_models(records)
+    compare = compare_models(records, peers)
+    speed = speedups(records)
     libs = next((r["machine"].get("libraries") for r in results if isinstance(r.get("machine"), dict)), None)
     return {
         "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "passed": passed, "failures": failures, "counts": counts,
@@ -410,6 +487,8 @@ def summarise(results: list[dict[str, Any]], records: list[dict[str, Any]]) -> d
         "gates": gates, "gate_text": gate_text, "notes": notes,
         "matrix": ([h for h, _, _ in MATRIX], [_cells(r) for r in records], [r["status"] for r in records]),
         "compare": ([h for h, _, _ in COMPARE], [_compare_cells(r) for r in compare]), "compare_rows": compare,
+        "speedups": ([h for h, _, _ in SPEEDUP], [_speedup_cells(r) for r in speed]), "speedup_rows": speed,
+        "peers": _peers_text(peers or [], peers_skipped or []),
         "unmeasured": {t: sorted({r["reason"] for r in records if r["target"] == t}) for t in targets
                        if t not in measured},
         "machines": {r["machine_id"]: r["machine"] for r in records},
@@ -417,9 +496,21 @@ def summarise(results: list[dict[str, Any]], records: list[dict[str, Any]]) -> d
     }
 
 
-def make_figures(records: list[dict[str, Any]], classes: list[str]) -> list[tuple[str, str, bytes]]:
+def _peers_text(peers: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> str:
+    """One sentence on the peers: what was measured as a reference point, what could not be and why."""
+    parts = [f"{r['model']} ({r['format']}-{r['precision']}, {r['entry']} @ {r['target']}): "
+             f"{_fmt(r['top1'], 'pct')}% at {_fmt(r['p50_ms'], 'ms')} ms" for r in peers if r["status"] == "ok"]
+    parts += [f"{s.get('name', s.get('peer'))}: skipped: {s['reason']}" for s in skipped]
+    if not parts:
+        return ""
+    return ("Peers (what users would deploy instead, measured in this run on the same test split and machine by "
+            "benchmarks/peers.py; stars in the plots): " + "; ".join(parts) + ".")
+
+
+def make_figures(records: list[dict[str, Any]], classes: list[str],
+                 peers: list[dict[str, Any]] | None = None) -> list[tuple[str, str, bytes]]:
     """(section, file name, PNG bytes): a Pareto plot per target with measured rows, confusion matrices."""
-    figures = [("pareto", f"pareto-{t}.png", plot_pareto(records, t))
+    figures = [("pareto", f"pareto-{t}.png", plot_pareto(records, t, peers))
                for t in sorted({r["target"] for r in records if r["status"] == "ok"})]
     figures += [("confusion", f"confusion-{r['model']}-{r['format']}-{r['precision']}.png", plot_confusion(r, classes))
                 for r in confusion_picks(records)]
@@ -458,6 +549,9 @@ def render_html(title: str, s: dict[str, Any], figures: list[tuple[str, str, byt
              "<h2>Teacher vs student vs int8</h2><p class='small'>Per target, the fastest measured runtime of each "
              "model and precision; speed-up and size ratio against the teacher in fp32.</p>",
              _html_table(*s["compare"]) if s["compare"][1] else "<p>Nothing measured.</p>",
+             f"<p class='small'>{e(s['peers'])}</p>" if s.get("peers") else "",
+             "<h2>Speed-up per runtime</h2><p class='small'>" + e(SPEEDUP_NOTE) + "</p>",
+             _html_table(*s["speedups"]) if s["speedups"][1] else "<p>Nothing measured.</p>",
              "<h2>Accuracy vs latency</h2>"]
     parts += [f"<p><b>{e(t)}</b>: nothing measured here ({e('; '.join(why))}).</p>"
               for t, why in s["unmeasured"].items()]
@@ -497,6 +591,9 @@ def render_markdown(title: str, s: dict[str, Any], figures: list[tuple[str, str,
     md += [f"- FAIL {f}" for f in s["failures"]] or ["No row failed a gate."]
     md += ["", "## Validation matrix", "", s["notes"], "", _md_table(*s["matrix"][:2]), "",
            "## Teacher vs student vs int8", "", _md_table(*s["compare"]) if s["compare"][1] else "Nothing measured.",
+           *(["", s["peers"]] if s.get("peers") else []),
+           "", "## Speed-up per runtime", "", SPEEDUP_NOTE, "",
+           _md_table(*s["speedups"]) if s["speedups"][1] else "Nothing measured.",
            "", "## Accuracy vs latency", ""]
     md += [f"- **{t}**: nothing measured here ({'; '.join(why)})." for t, why in s["unmeasured"].items()]
     md += ["", *images("pareto"), "", "## Confusion matrices", "", *images("confusion")]
@@ -514,17 +611,23 @@ def render_markdown(title: str, s: dict[str, Any], figures: list[tuple[str, str,
 
 
 def write_report(results: list[dict[str, Any]], out_dir: str | Path, distill: dict[str, Any] | None = None,
-                 title: str = "vitedge validation report", datacard: dict[str, Any] | None = None) -> dict[str, Any]:
+                 title: str = "vitedge validation report", datacard: dict[str, Any] | None = None,
+                 peers: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write index.html, report.md, metrics.csv, metrics.json and the PNGs; return metrics.json's content.
 
-    `datacard` is vitedge.data's datacard.json content, shown in its own section when given."""
+    `datacard` is vitedge.data's datacard.json content, shown in its own section when given.
+    `peers` is benchmarks/peers.py's peers.json content: reference points in the plots and the model
+    table (never in the matrix or the gate)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = flatten(results)
+    peer_results = [{**r, "peer": r.get("peer") or True} for r in (peers or {}).get("results", [])]
+    flat = flatten(results + peer_results)  # one pass: peers share the machine ids
+    records = [r for r in flat if not r["peer"]]
+    peer_records = [r for r in flat if r["peer"]]
     classes = next((list(row["accuracy"]["per_class"]) for r in results for row in r.get("rows") or []
                     if "accuracy" in row), [])
-    s = summarise(results, records)
-    figures = make_figures(records, classes)
+    s = summarise(results, records, peer_records, (peers or {}).get("skipped", []))
+    figures = make_figures(records, classes, peer_records)
     for old in [*out_dir.glob("pareto-*.png"), *out_dir.glob("confusion-*.png")]:
         old.unlink()  # plots of rows no longer in the matrix must not linger beside the new report
     for _, name, png in figures:
@@ -542,6 +645,10 @@ def write_report(results: list[dict[str, Any]], out_dir: str | Path, distill: di
                "gate": {"passed": s["passed"], "failures": s["failures"], "gates": s["gates"]},
                "machines": s["machines"], "rows": scalar,
                "comparison": [{k: v for k, v in r.items() if k != "confusion"} for r in s["compare_rows"]],
+               "speedups": [{k: v for k, v in r.items() if k not in ("confusion", "failure_list")}
+                            for r in s["speedup_rows"]],
+               "peers": [{k: v for k, v in r.items() if k not in ("confusion", "failure_list")} for r in peer_records],
+               "peers_skipped": list((peers or {}).get("skipped", [])),
                "figures": [name for _, name, _ in figures], "distill": distill,
                "data_warnings": list((datacard or {}).get("warnings", []))}
     write_json(out_dir / "metrics.json", metrics)
@@ -559,6 +666,7 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--datacard", type=Path,
                    help="data/datacard.json from vitedge.data (default: <out-dir>/../data/datacard.json, if there)")
     w.add_argument("--title", default="vitedge validation report")
+    w.add_argument("--peers", type=Path, help="reports/peers.json from benchmarks/peers.py (optional)")
     g = sub.add_parser("gate", help="exit 1, listing every failure, if any row failed or missed a gate")
     g.add_argument("validation", nargs="+", type=Path)
     g.add_argument("--report", help="where the report is, to point people at it")
@@ -571,7 +679,8 @@ def main(argv: list[str] | None = None) -> int:
         # the workflow writes the report to <run>/report and the card to <run>/data
         card_path = args.datacard or args.out_dir.parent / "data" / "datacard.json"
         datacard = read_json(card_path) if card_path.is_file() else None
-        m = write_report(results, args.out_dir, distill, args.title, datacard)
+        peers = read_json(args.peers) if args.peers and args.peers.is_file() else None
+        m = write_report(results, args.out_dir, distill, args.title, datacard, peers)
         print(f"report: {m['summary']} -> {args.out_dir / 'index.html'}")
         return 0
     records = flatten(results)

@@ -9,7 +9,7 @@ import platform
 # Instruction-set extensions that decide whether int8 / bf16 kernels are fast on x86 CPUs.
 _CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
 _LIBRARIES = ("torch", "torchvision", "numpy", "onnx", "onnxruntime", "coremltools", "executorch", "torchao",
-              "tensorrt", "opencv-python-headless", "snakemake")
+              "tensorrt", "ai-edge-litert", "litert-torch", "ai-edge-quantizer", "opencv-python-headless", "snakemake")
 
 
 def _cpu() -> dict:

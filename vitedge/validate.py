@@ -182,10 +182,13 @@ def _load_average() -> float | None:
 
 
 # --------------------------------------------------------------------------- one artefact x target
-def validate(artefact: str | Path, reference: str | Path, target: str | Path | Target, data: str | Path,
+def validate(artefact: str | Path, reference: str | Path | Reference, target: str | Path | Target, data: str | Path,
              bench: dict[str, Any] | None = None, gates: Gates | dict | None = None,
              limit: int | None = None) -> dict[str, Any]:
-    """Validate `artefact` on `target` against the fp32 `reference` checkpoint; returns the result dict."""
+    """Validate `artefact` on `target` against the fp32 `reference` checkpoint; returns the result dict.
+
+    `reference` may also be a `Reference` (a model that is not a vitedge checkpoint, e.g. a peer's
+    PyTorch port: `vitedge.peers`)."""
     from vitedge.runtimes import describe
 
     t_start = time.perf_counter()
@@ -224,13 +227,17 @@ def validate(artefact: str | Path, reference: str | Path, target: str | Path | T
                 log.error("%s on %s (%s) failed:\n%s", artefact, target.name, e.name, traceback.format_exc())
                 row.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
         if measured:
-            ref_logits, ref_pre, ref_classes = reference_logits(reference, x)
+            if isinstance(reference, Reference):
+                ref_logits, ref_pre, ref_classes = reference.predict(x), reference.preprocess, list(reference.classes)
+            else:
+                ref_logits, ref_pre, ref_classes = reference_logits(reference, x)
             if ref_classes != classes:
                 raise ValueError(f"reference classes {ref_classes} differ from the artefact's {classes}")
             if ref_pre != pre:
                 result["reference_note"] = (f"the artefact's preprocessing {pre} differs from the reference's "
                                             f"{ref_pre}; both were fed the artefact's")
-            result["reference_sha256"] = sha256_file(reference)
+            result["reference_sha256"] = (reference.sha256 if isinstance(reference, Reference)
+                                          else sha256_file(reference))
             ref_metrics = classification_metrics(ref_logits, test.labels, classes)
             for row, logits in measured:
                 score_row(row, logits, test.labels, classes, ref_logits, ref_metrics, gates)
@@ -251,6 +258,21 @@ def unbuilt(model: str, fmt: str, precision: str, target: str | Path | Target, r
             for e in target.entries_for(fmt, precision)]
     return {**_result_head(target, model, fmt, precision, None), "rows": rows,
             **_summarise(rows, f"not built: {reason}"), **_stamp()}
+
+
+@dataclass(frozen=True)
+class Reference:
+    """An fp32 reference that is not a vitedge checkpoint: `predict` maps the artefact's preprocessed
+    inputs to logits (in `classes` order). `str()` names it in the result."""
+
+    name: str
+    predict: Any  # Callable[[np.ndarray], np.ndarray]
+    preprocess: Preprocess
+    classes: tuple[str, ...]
+    sha256: str = ""
+
+    def __str__(self) -> str:
+        return self.name
 
 
 def reference_logits(reference: str | Path, x: np.ndarray) -> tuple[np.ndarray, Preprocess, list[str]]:

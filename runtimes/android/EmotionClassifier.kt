@@ -1,4 +1,4 @@
-// vitedge emotion classifier on Android: preprocessing shared by the ExecuTorch and ONNX Runtime paths.
+// vitedge emotion classifier on Android: preprocessing shared by the LiteRT, ExecuTorch and ONNX Runtime paths.
 package ai.vitedge.demo
 
 import ai.onnxruntime.OnnxTensor
@@ -11,9 +11,17 @@ import android.graphics.Rect
 import org.pytorch.executorch.EValue
 import org.pytorch.executorch.Module
 import org.pytorch.executorch.Tensor
+import org.tensorflow.lite.DataType
+import org.tensorflow.lite.Interpreter
 import java.io.File
+import java.io.FileInputStream
+import java.nio.ByteBuffer
+import java.nio.ByteOrder
 import java.nio.FloatBuffer
+import java.nio.MappedByteBuffer
+import java.nio.channels.FileChannel
 import kotlin.math.exp
+import kotlin.math.roundToInt
 
 val CLASSES = listOf("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  // meta.json "classes"
 const val SIZE = 48
@@ -41,6 +49,38 @@ fun softmax(logits: FloatArray): FloatArray {
     return FloatArray(logits.size) { e[it] / s }
 }
 
+/**
+ * LiteRT: model.tflite (litert-fp32 or litert-int8), batch 1, XNNPACK on the CPU. The int8 artefact
+ * is dynamic-range (float in, float out: nothing changes here) or full-integer (int8 in and out:
+ * quantised/dequantised below with the tensors' own scale and zero point).
+ */
+class LiteRTEmotion(context: Context, threads: Int = 2) {
+    private val interpreter = Interpreter(mapAsset(context, "model.tflite"),
+                                          Interpreter.Options().apply { setNumThreads(threads); setUseXNNPACK(true) })
+    private val input = interpreter.getInputTensor(0)   // [1, 1, 48, 48]: NCHW with one channel = the face row by row
+    private val output = interpreter.getOutputTensor(0) // [1, 7] logits
+    private val inBuf = ByteBuffer.allocateDirect(input.numBytes()).order(ByteOrder.nativeOrder())
+    private val outBuf = ByteBuffer.allocateDirect(output.numBytes()).order(ByteOrder.nativeOrder())
+
+    fun logits(face: FloatArray): FloatArray {
+        inBuf.rewind()
+        if (input.dataType() == DataType.FLOAT32) {
+            face.forEach { inBuf.putFloat(it) }
+        } else {  // full-integer model
+            val q = input.quantizationParams()
+            face.forEach { inBuf.put((it / q.scale + q.zeroPoint).roundToInt().coerceIn(-128, 127).toByte()) }
+        }
+        inBuf.rewind(); outBuf.rewind()
+        interpreter.run(inBuf, outBuf)
+        outBuf.rewind()
+        val n = output.shape()[1]
+        return if (output.dataType() == DataType.FLOAT32) FloatArray(n) { outBuf.float } else {
+            val q = output.quantizationParams()
+            FloatArray(n) { (outBuf.get() - q.zeroPoint) * q.scale }
+        }
+    }
+}
+
 /** ExecuTorch: model.pte (XNNPACK), batch 1. */
 class ExecuTorchEmotion(context: Context) {
     private val module = Module.load(assetFile(context, "model.pte"))
@@ -60,6 +100,11 @@ class OrtEmotion(context: Context) {
             session.run(mapOf("input" to it)).use { r -> (r[0].value as Array<FloatArray>)[0] }
         }
 }
+
+private fun mapAsset(context: Context, name: String): MappedByteBuffer =  // needs noCompress += "tflite"
+    context.assets.openFd(name).use { fd ->
+        FileInputStream(fd.fileDescriptor).channel.map(FileChannel.MapMode.READ_ONLY, fd.startOffset, fd.declaredLength)
+    }
 
 private fun assetFile(context: Context, name: String): String {
     val file = File(context.filesDir, name)  // ExecuTorch maps the file: copy it out of the APK once

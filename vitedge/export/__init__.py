@@ -1,4 +1,4 @@
-"""Deployment artefacts: one checkpoint -> ONNX, ORT, ExecuTorch, Core ML, TensorRT.
+"""Deployment artefacts: one checkpoint -> ONNX, ORT, ExecuTorch, Core ML, TensorRT, LiteRT.
 
     meta = export_artefact("results/default/models/student.pt", "results/default/artefacts",
                            model_name="student", fmt="onnx", precision="fp32")
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 BUILDERS = {"onnx": "vitedge.export.onnx", "ort": "vitedge.export.ort_format",
             "executorch": "vitedge.export.executorch", "coreml": "vitedge.export.coreml",
-            "tensorrt": "vitedge.export.tensorrt"}
+            "tensorrt": "vitedge.export.tensorrt", "litert": "vitedge.export.litert"}
 # max |logit - torch logit| an export may show on random inputs before it is rejected; int8 is
 # judged by the quantiser's accuracy gate instead
 TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2}

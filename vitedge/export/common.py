@@ -4,7 +4,7 @@ artefact layout, `meta.json`, and the two error types runtimes and exporters rai
 Artefact layout (one directory per deployable model, self-describing):
 
     <root>/<model_name>/<format>-<precision>/
-        <model file or dir>     model.onnx | model.ort | model.pte | model.mlpackage/ | model-<key>.engine
+        <model file or dir>     model.onnx | model.ort | model.pte | model.mlpackage/ | model-<key>.engine | model.tflite
                                 | model.pt2 (format "torch": a torch.export program, e.g. the quantiser's int8)
         meta.json               written LAST: its presence means the artefact is complete
 
@@ -22,7 +22,7 @@ import torch
 
 from vitedge.io import file_size, read_json, write_json
 
-FORMATS = ("onnx", "ort", "executorch", "coreml", "tensorrt", "torch")  # torch: a saved torch.export .pt2 program
+FORMATS = ("onnx", "ort", "executorch", "coreml", "tensorrt", "torch", "litert")  # torch: a saved torch.export .pt2 program
 PRECISIONS = ("fp32", "fp16", "int8")
 META = "meta.json"
 META_VERSION = "vitedge-artefact/1"

@@ -13,6 +13,7 @@ Formats and how they quantise (details in each module's docstring):
 | torch      | `vitedge.quantize.pt2e`      | torchao PT2E + X86InductorQuantizer, saved as `.pt2`            |
 | executorch | `vitedge.quantize.pt2e`      | PT2E + XNNPACKQuantizer, lowered to an XNNPACK `.pte`           |
 | coreml     | `vitedge.quantize.coreml`    | coremltools int8 weights (+ activations on macOS)               |
+| litert     | `vitedge.quantize.litert`    | ai-edge-quantizer dynamic-range / full-integer int8 `.tflite`   |
 
 Every backend goes through the same gate and fallback (`vitedge.quantize.core`).
 CLI: `python -m vitedge.quantize --help`.
@@ -29,7 +30,7 @@ __all__ = ["quantize", "QuantizeConfig", "QuantizationError", "BACKENDS", "backe
 
 BACKENDS = {"onnx": "vitedge.quantize.onnx:OnnxBackend", "tensorrt": "vitedge.quantize.onnx:TensorRTBackend",
             "torch": "vitedge.quantize.pt2e:TorchBackend", "executorch": "vitedge.quantize.pt2e:ExecuTorchBackend",
-            "coreml": "vitedge.quantize.coreml:CoreMLBackend"}
+            "coreml": "vitedge.quantize.coreml:CoreMLBackend", "litert": "vitedge.quantize.litert:LiteRTBackend"}
 FORMATS = tuple(BACKENDS)
 
 

@@ -10,8 +10,19 @@ Variants (the gate keeps the fastest that passes):
   quantising every op of a ViT (Softmax, LayerNorm, GELU, residual Adds) wrecks it.
 - `static-all-<calib>`: every op ORT can quantise. Opt-in (`quantize.variants`): the deliberately
   sensitive configuration the fallback exists for.
-- `+fused`: the same after ONNX Runtime's transformer optimiser (LayerNorm+residual,
-  bias+GELU fusions): tried because it may make int8 pay off where the unfused graph does not.
+- `mixed-<calib>`: static QDQ int8 for the convolutions (the hybrid's conv stem: QLinearConv, with
+  calibrated ranges; the first conv, which reads the image, stays float) and dynamic int8 for
+  MatMul/Gemm/Attention: at batch 1 on a hybrid ViT this was
+  the fastest ONNX Runtime int8 (dynamic alone leaves the stem's convs in float; static alone leaves
+  the fused Attention in float, QDQ having no Attention).
+- `+fused`: the same after the transformer fusion (`vitedge.export.onnx.transformer_fusion`: each
+  block's attention -> one com.microsoft Attention node, which dynamic quantisation makes QAttention;
+  bias+GELU -> BiasGelu): ~185 -> ~65 nodes on a 4-block hybrid, and at batch 1 the per-node cost is
+  what int8 cannot shrink.
+
+Each passing candidate is timed with ORT's default session and with `NO_SKIP_LAYERNORM` (the
+SkipLayerNormalization fusion ORT applies at session start is slower on small widths); the faster
+setting is recorded in meta.json `ort_session`, which `vitedge.runtimes` applies.
 
 Units for the fallback are found in the graph itself: in a pre-norm ViT every block has two
 LayerNorms, and a node belongs to the segment after the last norm that precedes it (any
@@ -85,13 +96,10 @@ def node_units(proto, depth: int) -> dict[str, str]:
     return units
 
 
-def session(path: str | Path, threads: int):
-    import onnxruntime as ort
+def session(path: str | Path, threads: int, ort_session: dict | None = None):
+    from vitedge.export.onnx import ort_session_for
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess = ort_session_for(path, threads, ort_session)
     name = sess.get_inputs()[0].name
     return lambda x: sess.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
@@ -124,16 +132,21 @@ class OnnxBackend(Backend):
         self.fp32_path = fp32
         self.metadata = {p.key: p.value for p in onnx.load(str(fp32), load_external_data=False).metadata_props}
         depth = self.info["config"]["depth"]
-        self.units_of = {g: node_units(onnx.load(str(p)), depth) for g, p in self.graphs.items()}
+        protos = {g: onnx.load(str(p)) for g, p in self.graphs.items()}
+        self.units_of = {g: node_units(proto, depth) for g, proto in protos.items()}
+        # convs that read the image itself: one input channel, and int8 would halve the pixels' resolution
+        self.input_convs = {g: [n.name for n in proto.graph.node if n.op_type == "Conv"
+                                and n.input[0] in {i.name for i in proto.graph.input}] for g, proto in protos.items()}
         self.threads = self.cfg.threads or _threads()
         self.n_builds = 0
+        self.settings: dict[Path, dict | None] = {}  # model file -> the ORT session settings it ran fastest with
 
     # ------------------------------------------------------------------ variants
     def variants(self) -> list[str]:
         if self.cfg.variants:
             return list(self.cfg.variants)
-        kinds = {"auto": ["dynamic", "static"], "dynamic": ["dynamic"], "static": ["static"]}[self.cfg.method]
-        names = ["dynamic" if k == "dynamic" else f"static-{self.cfg.calibrate_method}" for k in kinds]
+        kinds = {"auto": ["dynamic", "static", "mixed"], "dynamic": ["dynamic"], "static": ["static"]}[self.cfg.method]
+        names = ["dynamic" if k == "dynamic" else f"{k}-{self.cfg.calibrate_method}" for k in kinds]
         return [n + g for n in names for g in self.graphs]
 
     def _parse(self, variant: str) -> tuple[str, str, str | None]:
@@ -145,12 +158,12 @@ class OnnxBackend(Backend):
                              f"(optimize={self.cfg.optimize}; the optimiser fused {self.fusion or 'nothing'})")
         if base == "dynamic":
             return "dynamic", graph, None
-        for kind in ("static-all", "static-trt", "static"):
+        for kind in ("static-all", "static-trt", "static", "mixed"):
             if base.startswith(kind + "-") or base == kind:
                 calib = base[len(kind) + 1:] or self.cfg.calibrate_method
                 return kind, graph, calib
-        raise ValueError(f"unknown ONNX int8 variant '{variant}' (dynamic | static-<calib> | static-all-<calib>, "
-                         "optionally +fused)")
+        raise ValueError(f"unknown ONNX int8 variant '{variant}' (dynamic | static-<calib> | static-all-<calib> | "
+                         "mixed-<calib>, optionally +fused)")
 
     def units(self, variant: str) -> list[str]:
         _, graph, _ = self._parse(variant)
@@ -180,32 +193,61 @@ class OnnxBackend(Backend):
         ops, act, options = self.static_options(kind)
         # ranges are calibrated once per (graph, op set, method) and cached for the fallback's rebuilds
         cache = self.work / f"calib{graph}-{kind}-{calib}.json"
-        quantize_static(str(src), str(out), _Reader(self.calib, "input"), quant_format=QuantFormat.QDQ,
+        static_out = out.with_name(out.stem + "-conv.onnx") if kind == "mixed" else out
+        static_skip = skip + self.input_convs[graph] if kind == "mixed" else skip
+        quantize_static(str(src), str(static_out), _Reader(self.calib, "input"), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=ops, per_channel=True, activation_type=act,
-                        weight_type=QuantType.QInt8, nodes_to_exclude=skip,
+                        weight_type=QuantType.QInt8, nodes_to_exclude=static_skip,
                         calibrate_method=_calibrate_method(calib or self.cfg.calibrate_method), calibration_cache_path=cache,
                         extra_options=options)
+        if kind == "mixed":  # then the matmuls (and fused Attention) dynamically, node names unchanged by QDQ
+            root = logging.getLogger()
+            level = root.level
+            root.setLevel(logging.ERROR)  # "check if the model is already quantized": it is, on purpose (the convs)
+            try:
+                quantize_dynamic(str(static_out), str(out), op_types_to_quantize=DYNAMIC_OPS, per_channel=True,
+                                 weight_type=QuantType.QInt8, nodes_to_exclude=skip,
+                                 extra_options={"MatMulConstBOnly": True})
+            finally:
+                root.setLevel(level)
         return out
 
     def static_options(self, kind: str) -> tuple[list[str] | None, Any, dict]:
         from onnxruntime.quantization import QuantType
 
         # u8 activations / s8 weights: the combination x86 int8 kernels (VNNI, AMX) run natively
+        if kind == "mixed":
+            return ["Conv"], QuantType.QUInt8, {}
         return (None if kind == "static-all" else GEMM_OPS), QuantType.QUInt8, {}
 
     # ------------------------------------------------------------------ speed and saving
-    def reference(self):
-        """The faster fp32 graph (as exported, or transformer-fused): int8 must beat the best fp32."""
+    def _fastest_session(self, path: Path):
+        """`path` under ORT's default session and under NO_SKIP_LAYERNORM: the faster at batch 1 (remembered
+        for meta.json)."""
+        from vitedge.export.onnx import NO_SKIP_LAYERNORM
         from vitedge.quantize.core import timing
 
-        options = [session(p, self.threads) for p in (self.fp32_path, self.graphs.get("+fused")) if p is not None]
-        if len(options) == 1:
-            return options[0]
-        return min(options, key=lambda predict: timing(predict, self.calib[:8], self.cfg)["bs1_ms"])
+        options = [(settings, session(path, self.threads, settings)) for settings in (None, NO_SKIP_LAYERNORM)]
+        timed = [(timing(predict, self.calib[:8], self.cfg)["bs1_ms"], i) for i, (_, predict) in enumerate(options)]
+        settings, predict = options[min(timed)[1]]
+        self.settings[Path(path)] = settings
+        return predict, min(timed)[0]
+
+    def fast(self, cand: Candidate):
+        return self._fastest_session(cand.payload)[0]
+
+    def reference(self):
+        """The fastest fp32 graph (as exported, or transformer-fused; either session setting): int8 must
+        beat the best fp32 in the same runtime."""
+        options = [self._fastest_session(p) for p in (self.fp32_path, self.graphs.get("+fused")) if p is not None]
+        return min(options, key=lambda o: o[1])[0]
 
     def save(self, cand: Candidate, art_dir: Path) -> tuple[str, dict[str, Any]]:
         self._write(cand.payload, art_dir / "model.onnx")
-        return "model.onnx", {"opset": _opset(art_dir / "model.onnx")}
+        extras: dict[str, Any] = {"opset": _opset(art_dir / "model.onnx")}
+        if self.settings.get(Path(cand.payload)):
+            extras["ort_session"] = self.settings[Path(cand.payload)]
+        return "model.onnx", extras
 
     def _write(self, src: Path, dest: Path) -> None:
         """Copy with the fp32 file's vitedge metadata (classes, preprocess ...), precision int8."""
@@ -233,6 +275,12 @@ class OnnxBackend(Backend):
         if kind == "dynamic":
             d.update(kind="dynamic", activations="uint8, quantised per call", ops=DYNAMIC_OPS,
                      note="MatMul with constant weights only (MatMulConstBOnly)")
+        elif kind == "mixed":
+            d.update(kind="static QDQ Conv + dynamic MatMul/Gemm/Attention",
+                     activations=f"Conv: uint8 calibrated ({calib}); the rest: uint8 quantised per call",
+                     ops=["Conv (static)", *DYNAMIC_OPS],
+                     always_float=[f"{n} (reads the image: 1 input channel, measured: int8 there cost 0.5 points "
+                                   "of agreement and no time)" for n in self.input_convs[graph]])
         else:
             ops, act, options = self.static_options(kind)
             d.update(kind="static QDQ", activations=f"{'int8 symmetric' if options.get('ActivationSymmetric') else 'uint8'}"

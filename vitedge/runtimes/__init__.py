@@ -4,7 +4,7 @@
     logits = rt.predict(rt.preprocess(gray_uint8_faces))                        # (N, 1, 48, 48) -> (N, 7)
 
 `load(path, runtime="auto")` picks the fastest backend available on this host for the
-artefact (trt > onnx-cuda > onnx > executorch > torch > coreml-off-macOS), and for a model
+artefact (trt > onnx-cuda > onnx > litert > executorch > torch > coreml-off-macOS), and for a model
 folder holding several artefacts, the fastest artefact. Errors are `RuntimeUnavailable`
 (the backend cannot run here: says what is missing and how to get it) and `ArtefactError`
 (the path is not a usable artefact, or not one for the runtime asked for).
@@ -24,7 +24,8 @@ from vitedge.runtimes.base import REGISTRY, Runtime, register
 __all__ = ["load", "available", "runtimes", "resolve", "Runtime", "RuntimeUnavailable", "ArtefactError", "register"]
 
 # aliases people type
-ALIASES = {"tensorrt": "trt", "onnxruntime": "onnx", "ort": "onnx", "pytorch": "torch", "et": "executorch"}
+ALIASES = {"tensorrt": "trt", "onnxruntime": "onnx", "ort": "onnx", "pytorch": "torch", "et": "executorch",
+           "tflite": "litert"}
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
 
@@ -133,7 +134,7 @@ def resolve(path: str | Path, runtime: str = "auto", device: str = "cpu") -> tup
 
 
 # the artefact formats in order of preference on each device, and precisions likewise
-_PREFERENCE = {"cpu": (["onnx", "ort", "executorch", "coreml", "checkpoint"], ["fp32", "int8", "fp16"]),
+_PREFERENCE = {"cpu": (["onnx", "ort", "litert", "executorch", "coreml", "checkpoint"], ["fp32", "int8", "fp16"]),
                "cuda": (["tensorrt", "onnx", "checkpoint"], ["fp16", "fp32", "int8"])}
 
 

@@ -6,6 +6,8 @@
 #   executorch  fp32          model.pte, XNNPACK (int8 comes from the quantiser)
 #   coreml      fp32 | fp16   model.mlpackage (int8 weights: the quantiser, with its accuracy gate)
 #   tensorrt    fp32 | fp16   model-<gpu>-sm<cc>-trt<ver>.engine + its ONNX; only where TensorRT and a GPU are
+#   litert      fp32          model.tflite (litert-torch, batch 1; int8 comes from the quantiser); only where
+#                             `vitedge[litert]` is installed, else skipped rows
 #
 # meta.json is written last and is each rule's output: its presence means the artefact is complete.
 # `export.formats` (config) says which artefacts `all` asks for; the validation matrix reads the
@@ -38,6 +40,13 @@ if not TENSORRT_OK and any(_export_spec(f)[0] == "tensorrt" for f in EXPORT["for
     EXPORT["formats"] = [f for f in EXPORT["formats"] if _export_spec(f)[0] != "tensorrt"]
 else:
     EXPORT_UNBUILT = {}
+# LiteRT needs litert-torch (compress.smk asked already): where it is missing, skipped rows, not a failure
+if LITERT_WHY and any(_export_spec(f)[0] == "litert" for f in EXPORT["formats"]):
+    print(f"vitedge: LiteRT artefacts skipped on this host ({LITERT_WHY})", file=sys.stderr)
+    EXPORT_UNBUILT.update({(m, *_export_spec(f)): LITERT_WHY for m in EXPORT["models"] for f in EXPORT["formats"]
+                           if _export_spec(f)[0] == "litert"})
+    EXPORT["formats"] = [f for f in EXPORT["formats"] if _export_spec(f)[0] != "litert"]
+EXPORT_UNBUILT.update(QUANTIZE_UNBUILT)
 
 
 def export_cmd(fmt):
@@ -104,6 +113,20 @@ rule export_coreml:
         out("logs/export/{model}-coreml-{precision}.log"),
     shell:
         export_cmd("coreml")
+
+
+rule export_litert:
+    input:
+        ckpt=out("models/{model}.pt"),
+    output:
+        out("artefacts/{model}/litert-{precision}/meta.json"),
+    wildcard_constraints:
+        model="teacher|student",
+        precision="fp32",
+    log:
+        out("logs/export/{model}-litert-{precision}.log"),
+    shell:
+        export_cmd("litert")
 
 
 rule export_tensorrt:

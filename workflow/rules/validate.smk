@@ -17,7 +17,7 @@ sys.path.insert(0, workflow.basedir)  # vitedge.targets: the same pair logic as 
 from vitedge.targets import artefact_spec, load_target, matrix
 
 VALIDATE = config.get("validate") or {}
-FORMATS_RE = "torch|onnx|ort|executorch|coreml|tensorrt"
+FORMATS_RE = "torch|onnx|ort|executorch|coreml|tensorrt|litert"
 
 
 def target_file(name):
@@ -96,11 +96,39 @@ rule validate:
         "--bench-json {params.bench} {params.limit} --exit-zero > {log} 2>&1"
 
 
+PEERS = VALIDATE.get("peers", ["fer"])
+PEERS_SCRIPT = shlex.quote(os.path.join(workflow.basedir, "benchmarks", "peers.py"))
+
+
+rule peers:
+    """The models users would pick instead (fer's mini-Xception ...), exported and validated like ours on the
+    same test split and machine: reference points for the report. A peer not installable here is 'skipped'."""
+    input:
+        test=out("data/test.npz"),
+        manifest=out("data/manifest.json"),
+        targets=[t.path for t in TARGETS.values()],
+    output:
+        out("reports/peers.json"),
+    params:
+        targets=" ".join(f"--target {shlex.quote(str(t.path))}" for t in TARGETS.values()),
+        bench=as_json(VALIDATE.get("bench", {})),
+        limit=f"--limit {VALIDATE['limit']}" if VALIDATE.get("limit") else "",
+        peers=" ".join(PEERS),
+    # the whole machine: its timings sit beside the validation rows'
+    threads: workflow.cores
+    log:
+        out("logs/peers.log"),
+    shell:
+        f"python {PEERS_SCRIPT} --data {{OUT}}/data --out {{output}} --artefacts {{OUT}}/peers {{params.targets}} "
+        "--bench-json {params.bench} {params.limit} --peers {params.peers} > {log} 2>&1"
+
+
 rule report:
     input:
         validation=VALIDATIONS,
         distill=out("reports/distill.json"),  # written with models/student.pt: no extra rebuild
         datacard=out("data/datacard.json"),  # written with the splits: no extra rebuild
+        peers=[out("reports/peers.json")] if PEERS else [],
     output:
         html=out("report/index.html"),
         md=out("report/report.md"),
@@ -112,7 +140,7 @@ rule report:
         out("logs/report.log"),
     shell:
         "python -m vitedge.report write --out-dir {OUT}/report --title {params.title} --distill {input.distill} "
-        "--datacard {input.datacard} {input.validation} > {log} 2>&1"
+        "--datacard {input.datacard} " + ("--peers {input.peers} " if PEERS else "") + "{input.validation} > {log} 2>&1"
 
 
 rule gate:
