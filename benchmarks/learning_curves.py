@@ -25,7 +25,7 @@ import argparse
 import json
 import textwrap
 import sys
-import time
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,15 +60,16 @@ BATCH = 128
 
 def measure_rate(model: torch.nn.Module, splits, pre: Preprocess, teacher: torch.nn.Module | None, steps: int = 12) -> float:
     """Training images per second of one candidate (full loop, as `fit` runs it), a few steps."""
-    work = Path(f"/tmp/vitedge-lc-rate-{time.monotonic_ns()}")
-    cfg = TrainConfig(epochs=1, batch_size=BATCH, max_steps_per_epoch=steps, augment="strong", warmup_epochs=0)
-    probe = create_model(model.cfg)
-    if teacher is None:
-        result = fit(probe, splits["train"], splits["val"].subset(torch.arange(8).numpy()), pre, cfg, work)
-    else:
-        dcfg = DistillConfig(**{**cfg.__dict__, "distillation_type": "hard"})
-        result = distill(probe, teacher, splits["train"], splits["val"].subset(torch.arange(8).numpy()), pre, dcfg, work)
-    return result["history"][-1]["img_per_s"]
+    with tempfile.TemporaryDirectory(prefix="vitedge-lc-rate-") as tmp:  # the probe's checkpoints are not kept
+        work = Path(tmp)
+        cfg = TrainConfig(epochs=1, batch_size=BATCH, max_steps_per_epoch=steps, augment="strong", warmup_epochs=0)
+        probe = create_model(model.cfg)
+        if teacher is None:
+            result = fit(probe, splits["train"], splits["val"].subset(torch.arange(8).numpy()), pre, cfg, work)
+        else:
+            dcfg = DistillConfig(**{**cfg.__dict__, "distillation_type": "hard"})
+            result = distill(probe, teacher, splits["train"], splits["val"].subset(torch.arange(8).numpy()), pre, dcfg, work)
+        return result["history"][-1]["img_per_s"]
 
 
 def train_candidate(name: str, splits, budget_s: float, out_dir: Path, teacher_path: Path | None) -> dict:
