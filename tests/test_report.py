@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import re
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ from PIL import Image
 
 from vitedge.data import CLASSES
 from vitedge.metrics import classification_metrics, parity_metrics
-from vitedge.report import compare_models, main, pareto_front, write_report
+from vitedge.report import compare_models, flatten, main, pareto_front, render_html, summarise, write_report
+from vitedge.report.tables import matrix_cells
 
 MACHINE = {"cpu": {"model": "Test CPU", "cores": 2, "features": []}, "gpu": None, "os": "Linux",
            "libraries": {"numpy": "2"}}
@@ -166,3 +168,50 @@ def test_gate_cli(tmp_path, results, capsys):
     assert json.loads((tmp_path / "gate.json").read_text())["passed"] is True
     assert main(["write", str(tmp_path), "--out-dir", str(tmp_path / "rep")]) == 0  # a folder of JSONs
     assert (tmp_path / "rep" / "index.html").is_file()
+
+
+class TableCells(HTMLParser):
+    """Every table row of a page as the list of its cells' text, unescaped as a browser shows it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.in_cell = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self.rows[-1].append("")
+            self.in_cell = True
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self.in_cell = False
+
+    def handle_data(self, data):
+        if self.in_cell:
+            self.rows[-1][-1] += data
+
+
+def test_html_escapes_values_and_shows_every_row():
+    """The jinja2 template autoescapes: markup in a value (a runtime name, a skip reason, the title) is
+    shown as text, never run; and every artefact row is in the matrix with all its cells."""
+    rng = np.random.default_rng(1)
+    evil = "<script>alert(1)</script>"
+    results = [
+        result("student", "onnx", "fp32", "cpu", [make_row(f"onnxruntime {evil}", "fp32", 0.01, 0.6, 3_000_000, rng)]),
+        result("student", "onnx", "int8", "cpu", [make_row("onnxruntime", "int8", 0.5, 0.4, 900_000, rng)]),
+        result("student", "coreml", "fp32", "mobile", [make_row("Core ML", "fp32", 0, 0, 0, rng, status="skipped",
+                                                                reason=f"needs Darwin {evil}")], status="skipped"),
+    ]
+    records = flatten(results)
+    page = render_html(f"report {evil}", summarise(results, records), [], None)
+    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<title>report &lt;script&gt;" in page
+    parser = TableCells()
+    parser.feed(page)
+    assert len(records) == 3
+    for r in records:
+        assert matrix_cells(r) in parser.rows  # the whole row, unescaped back to the record's values
+    assert any(evil in cell for row in parser.rows for cell in row)
