@@ -51,7 +51,7 @@ def test_top1(path: Path, split_name: str, run: Path) -> float | None:
 
 
 def rows(run: Path, split_name: str) -> list[dict]:
-    from vitedge.export.common import read_meta
+    from vitedge.artefact import read_meta
 
     remeasure = split_name != "none"
     out = []

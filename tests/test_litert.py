@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from vitedge import checkpoints, runtimes
+from vitedge.artefact import RuntimeUnavailable
 from vitedge.data import CLASSES
-from vitedge.export import RuntimeUnavailable, export_artefact
 from vitedge.model import create_model
 from vitedge.preprocess import Preprocess
+from vitedge.verify import export_verified
 
 HAVE_CONVERTER = all(importlib.util.find_spec(m) for m in ("litert_torch", "ai_edge_litert", "ai_edge_quantizer"))
 needs_converter = pytest.mark.skipif(not HAVE_CONVERTER, reason="vitedge[litert] (litert-torch, ai-edge-quantizer) "
@@ -63,13 +64,13 @@ def test_missing_runtime_and_converter_are_clear_errors(monkeypatch, tiny, tmp_p
     assert "litert" in runtimes.available()  # listed, with the reason
     assert runtimes.available()["litert"].startswith("litert is not available")
     with pytest.raises(RuntimeUnavailable, match=r"vitedge\[litert\]"):
-        export_artefact(tiny / "m.pt", tmp_path, "m", "litert", "fp32")
+        export_verified(tiny / "m.pt", tmp_path, "m", "litert", "fp32")
     assert not (tmp_path / "m" / "litert-fp32").exists()  # refused before touching the disk
     assert export_main(["--checkpoint", str(tiny / "m.pt"), "--model-name", "m", "--format", "litert",
                         "--out", str(tmp_path)]) == 3
     assert "litert-torch is not installed" in capsys.readouterr().err
     with pytest.raises(ValueError, match="vitedge.quantize"):
-        export_artefact(tiny / "m.pt", tmp_path, "m", "litert", "int8")
+        export_verified(tiny / "m.pt", tmp_path, "m", "litert", "int8")
 
 
 def test_unit_regexes():
@@ -92,7 +93,7 @@ def test_unit_regexes():
 
 @needs_converter
 def test_fp32_export_matches_pytorch(tiny, tmp_path):
-    meta = export_artefact(tiny / "m.pt", tmp_path, "m", "litert", "fp32")
+    meta = export_verified(tiny / "m.pt", tmp_path, "m", "litert", "fp32")
     assert meta["file"] == "model.tflite" and meta["input"]["max_batch"] == 1
     assert meta["verification"]["parity"]["max_abs_delta"] <= 1e-4
     assert meta["xnnpack_partitions"] >= 1 and "FULLY_CONNECTED" in meta["ops"]

@@ -14,8 +14,9 @@ import torch
 
 from vitedge import checkpoints, runtimes
 from vitedge.data import CLASSES, make_synthetic
-from vitedge.export.onnx import NO_SKIP_LAYERNORM, export_onnx, fuse_attention, optimize_onnx, ort_session_for
+from vitedge.export.onnx import export_onnx, fuse_attention, optimize_onnx
 from vitedge.model import create_model, fold_batchnorm
+from vitedge.ort_session import NO_SKIP_LAYERNORM, open_session
 from vitedge.preprocess import Preprocess
 from vitedge.quantize.core import model_units
 
@@ -32,7 +33,7 @@ def _export(tmp_path, preset: str, depth: int = 2, **overrides):
 
 def _run(path_or_proto, x: np.ndarray, settings=None) -> np.ndarray:
     model = path_or_proto.SerializeToString() if isinstance(path_or_proto, onnx.ModelProto) else path_or_proto
-    return ort_session_for(model, 1, settings).run(None, {"input": x})[0]
+    return open_session(model, 1, settings).run(None, {"input": x})[0]
 
 
 @pytest.mark.parametrize("preset,overrides", [("hybrid-micro-48", {"distilled": True}), ("vit-micro-48", {})])
@@ -71,7 +72,7 @@ def test_optimizer_record_and_session_settings(tmp_path):
     np.testing.assert_allclose(_run(path, x, NO_SKIP_LAYERNORM), ref, atol=1e-4)
     np.testing.assert_allclose(_run(path, x, {"allow_spinning": False}), ref, atol=1e-4)
     # the runtime applies what an artefact records
-    from vitedge.export.common import write_meta
+    from vitedge.artefact import write_meta
 
     meta = write_meta(tmp_path, "onnx", "fp32", path.name, info, 0.0, ort_session=NO_SKIP_LAYERNORM)
     rt = runtimes.load(tmp_path, runtime="onnx", threads=1)
@@ -121,7 +122,7 @@ def test_mixed_int8_variant_through_the_gate(tmp_path):
 
 def test_optimized_graph_cache(tmp_path):
     """The first load saves ORT's optimised graph, the next one uses it: same outputs, nothing half-written."""
-    from vitedge.export.common import write_meta
+    from vitedge.artefact import write_meta
 
     model, info, path = _export(tmp_path, "hybrid-micro-48", depth=1, distilled=True)
     write_meta(tmp_path, "onnx", "fp32", path.name, info, 0.0, ort_session=NO_SKIP_LAYERNORM)
@@ -141,8 +142,8 @@ def test_compression_benchmark_speed_table(tmp_path):
     import sys
 
     from vitedge.data import save_splits
-    from vitedge.export import export_artefact
     from vitedge.quantize import QuantizeConfig, quantize
+    from vitedge.verify import export_verified
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import compression
@@ -153,7 +154,7 @@ def test_compression_benchmark_speed_table(tmp_path):
     checkpoints.save_model(run / "models" / "student.pt", model, PRE, list(CLASSES))
     splits = make_synthetic(per_class=12, seed=0)
     save_splits(run / "data", splits, {"kind": "synthetic"})
-    export_artefact(run / "models" / "student.pt", run / "artefacts", "student", "onnx", "fp32", optimize="off")
+    export_verified(run / "models" / "student.pt", run / "artefacts", "student", "onnx", "fp32", optimize="off")
     quantize(run / "models" / "student.pt", "student", "onnx", None, run / "artefacts",
              QuantizeConfig(max_drop=100.0, calibration=8, variants=["dynamic"], bench_seconds=0.05, bench_batch=4),
              splits=splits)

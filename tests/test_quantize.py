@@ -41,7 +41,6 @@ def splits():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, splits):
     """A 2-block vit-micro with 16-pixel patches, ~80 steps: well above chance on the three classes."""
-    import torch
 
     from vitedge.train import TrainConfig, fit
 
@@ -177,7 +176,6 @@ def test_tensorrt_qdq_is_symmetric_with_float_biases(trained, splits, tmp_path):
 # --------------------------------------------------------------------------- the other backends
 @pytest.mark.slow
 def test_torch_pt2e_int8(trained, splits, tmp_path):
-    import torch
 
     meta = _run(trained, splits, tmp_path, "torch", max_drop=2.0, method="static", compile=False)
     q = meta["quantization"]
@@ -208,7 +206,6 @@ def test_coreml_int8_weights_gated_by_reading_them_back(trained, splits, tmp_pat
 @pytest.fixture(scope="module")
 def trained_hybrid(tmp_path_factory, splits):
     """A 2-block conv-stem ViT trained like `trained`: its BatchNorm is folded before quantisation."""
-    import torch
 
     from vitedge.train import TrainConfig, fit
 
@@ -228,13 +225,14 @@ def test_hybrid_onnx_int8_passes_the_gate(trained_hybrid, splits, tmp_path):
 
 def test_hybrid_conv_stem_is_a_unit_of_the_sensitivity_search(trained_hybrid, splits, tmp_path):
     """The fallback ranks the stem (its convs and 1x1 projection) like any block: it can stay float."""
+    from vitedge.batching import map_batches
     from vitedge.export.common import load_source
-    from vitedge.quantize.core import Gate, batched, calibration_images, sensitivity, torch_predict
+    from vitedge.quantize.core import Gate, calibration_images, sensitivity, torch_predict
     from vitedge.quantize.onnx import OnnxBackend
 
     model, info = load_source(trained_hybrid)
     x_val = PRE(splits["val"].images)
-    gate = Gate(batched(torch_predict(model), x_val), x_val, splits["val"].labels, 0.0)
+    gate = Gate(map_batches(torch_predict(model), x_val, 128), x_val, splits["val"].labels, 0.0)
     backend = OnnxBackend(model, info, QuantizeConfig(optimize="off"), calibration_images(splits["train"], PRE, 8),
                           tmp_path)
     ranking = sensitivity(backend, "static-all-minmax", gate, 64)

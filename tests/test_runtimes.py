@@ -1,7 +1,6 @@
 """One runtime interface: loading by path, input checks, auto selection, and the two error types."""
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -9,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from vitedge import runtimes
+from vitedge import artefact, hosts, runtimes
 from vitedge.checkpoints import save_model
 from vitedge.data import CLASSES
-from vitedge.export import common, export_artefact
+from vitedge.export import common
 from vitedge.model import create_model
 from vitedge.preprocess import Preprocess
+from vitedge.verify import export_verified
 
 torch.set_num_threads(1)
 
@@ -30,7 +30,7 @@ def ckpt(tmp_path_factory):
 @pytest.fixture(scope="module")
 def root(tmp_path_factory, ckpt):
     root = tmp_path_factory.mktemp("art")
-    export_artefact(ckpt, root, "student", "onnx", "fp32", optimize="off")
+    export_verified(ckpt, root, "student", "onnx", "fp32", optimize="off")
     return root
 
 
@@ -101,12 +101,12 @@ def test_wrong_kind_missing_meta_and_unknown_runtime(root, ckpt, tmp_path):
 
 
 def _fake_artefact(root: Path, ckpt: Path, fmt: str, file_name: str, **extra) -> Path:
-    art = common.artefact_dir(root, "student", fmt, "fp16")
+    art = artefact.artefact_dir(root, "student", fmt, "fp16")
     art.mkdir(parents=True, exist_ok=True)
     target = art / file_name
     target.mkdir() if file_name.endswith(".mlpackage") else target.write_bytes(b"\0" * 16)
     _, info = common.load_source(ckpt)
-    common.write_meta(art, fmt, "fp16", file_name, info, 0.0, **extra)
+    artefact.write_meta(art, fmt, "fp16", file_name, info, 0.0, **extra)
     return art
 
 
@@ -123,7 +123,7 @@ def test_unavailable_runtimes_say_what_is_missing(tmp_path, ckpt):
         with pytest.raises(runtimes.RuntimeUnavailable):
             runtimes.load(trt_art, runtime="tensorrt")  # alias
     cm_art = _fake_artefact(tmp_path, ckpt, "coreml", "model.mlpackage")
-    if not runtimes.base.is_macos():
+    if not hosts.is_macos():
         with pytest.raises(runtimes.RuntimeUnavailable, match="macOS") as exc:
             runtimes.load(cm_art)
         assert exc.value.runtime == "coreml" and "runtimes/ios" in exc.value.how
@@ -157,7 +157,7 @@ def test_registry_takes_a_new_backend_in_one_class(tmp_path, ckpt):
         art.mkdir(parents=True)
         (art / "model.echo").write_bytes(b"")
         _, info = common.load_source(ckpt)
-        meta = common.write_meta(art, "echo", "fp32", "model.echo", info, 0.0, max_batch=2)
+        meta = artefact.write_meta(art, "echo", "fp32", "model.echo", info, 0.0, max_batch=2)
         rt = runtimes.load(art)
         assert isinstance(rt, EchoRuntime) and "echo" in runtimes.runtimes()
         # batches larger than the artefact's max are split: 2 + 2 + 1
@@ -170,10 +170,10 @@ def test_registry_takes_a_new_backend_in_one_class(tmp_path, ckpt):
 def test_torch_export_program_artefact(tmp_path, ckpt):
     """The quantiser may ship a torch.export program (.pt2) as format "torch"."""
     model, info = common.load_source(ckpt)
-    art = common.artefact_dir(tmp_path, "student", "torch", "fp32")
+    art = artefact.artefact_dir(tmp_path, "student", "torch", "fp32")
     art.mkdir(parents=True)
     torch.export.save(common.export_program(model, max_batch=8), str(art / "model.pt2"))
-    common.write_meta(art, "torch", "fp32", "model.pt2", info, 0.0)
+    artefact.write_meta(art, "torch", "fp32", "model.pt2", info, 0.0)
     rt = runtimes.load(art)
     assert rt.name == "torch"
     with torch.no_grad():

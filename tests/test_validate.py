@@ -62,9 +62,9 @@ def test_torch_row_is_its_own_reference(workdir):
 
 def test_onnx_row_matches_reference(workdir):
     pytest.importorskip("onnxruntime")
-    from vitedge.export import export_artefact
+    from vitedge.verify import export_verified
 
-    meta = export_artefact(workdir / "student.pt", workdir / "artefacts", "student", "onnx", "fp32")
+    meta = export_verified(workdir / "student.pt", workdir / "artefacts", "student", "onnx", "fp32")
     art = workdir / "artefacts" / "student" / "onnx-fp32"
     assert meta["format"] == "onnx"
     r = validate(art, workdir / "student.pt", "cpu", workdir / "data", bench=QUICK, limit=LIMIT)

@@ -32,10 +32,23 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 Clock = Callable[[], float]
-# A timer runs one call and returns the seconds it took.
-Timer = Callable[[Callable[[], Any]], float]
+# A call timer runs one call and returns the seconds it took.
+CallTimer = Callable[[Callable[[], Any]], float]
+
+
+class Stopwatch:
+    """`with Stopwatch() as t: ...; t.seconds`: the wall time of one block (export, build steps)."""
+
+    def __enter__(self) -> "Stopwatch":
+        self.start = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.seconds = time.perf_counter() - self.start
 
 
 @dataclass(frozen=True)
@@ -105,7 +118,7 @@ class Timing:
         }
 
 
-def wall_timer(clock: Clock = time.perf_counter) -> Timer:
+def wall_timer(clock: Clock = time.perf_counter) -> CallTimer:
     """Host-side timing: enough for runtimes whose call returns when the result is ready (CPU, numpy out)."""
 
     def timed(fn: Callable[[], Any]) -> float:
@@ -116,10 +129,8 @@ def wall_timer(clock: Clock = time.perf_counter) -> Timer:
     return timed
 
 
-def cuda_event_timer() -> Timer:
+def cuda_event_timer() -> CallTimer:
     """Device-side timing with CUDA events on the current stream, synchronised after each call."""
-    import torch
-
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 
     def timed(fn: Callable[[], Any]) -> float:
@@ -135,7 +146,7 @@ def cuda_event_timer() -> Timer:
 
 def measure(fn: Callable[[], Any], *, warmup: int = 10, warmup_seconds: float = 0.0, min_iters: int = 50,
             max_iters: int = 1000, max_seconds: float = 2.0, time_cap: float = float("inf"),
-            timer: Timer | None = None, clock: Clock = time.perf_counter) -> Timing:
+            timer: CallTimer | None = None, clock: Clock = time.perf_counter) -> Timing:
     """Time `fn()` with the protocol in the module docstring.
 
     `clock` drives the budgets (and the default timer); `timer` times single calls and may be
@@ -172,7 +183,7 @@ def batch_of(x: np.ndarray, batch: int) -> np.ndarray:
 
 
 def benchmark(predict: Callable[[np.ndarray], Any], x: np.ndarray, cfg: BenchConfig = BenchConfig(),
-              timer: Timer | None = None, clock: Clock = time.perf_counter) -> dict[str, Any]:
+              timer: CallTimer | None = None, clock: Clock = time.perf_counter) -> dict[str, Any]:
     """Batch-1 latency and larger-batch throughput of `predict` on real inputs `x` (N, ...).
 
     Returns {"latency_ms": {p50, p90, p99, ...}, "throughput": [{batch, images_per_s, ...}],
@@ -238,8 +249,6 @@ class PeakMemory:
 
     def __enter__(self) -> "PeakMemory":
         if self.device.startswith("cuda"):
-            import torch
-
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             self._base = torch.cuda.memory_allocated()
@@ -251,8 +260,6 @@ class PeakMemory:
 
     def __exit__(self, *exc: Any) -> None:
         if self.device.startswith("cuda"):
-            import torch
-
             torch.cuda.synchronize()
             peak = torch.cuda.max_memory_allocated()
             method = "torch.cuda.max_memory_allocated"

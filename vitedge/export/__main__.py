@@ -11,7 +11,9 @@ import json
 import logging
 import sys
 
-from vitedge.export import FORMATS, PRECISIONS, ArtefactError, RuntimeUnavailable, export_artefact
+from vitedge.artefact import PRECISIONS, ArtefactError, RuntimeUnavailable
+from vitedge.export import BUILDERS
+from vitedge.verify import export_verified
 
 EXIT_ERROR, EXIT_UNAVAILABLE = 2, 3
 
@@ -21,7 +23,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 epilog="exit codes: 0 ok, 2 error, 3 toolchain not available on this host")
     p.add_argument("--checkpoint", required=True, help="vitedge model checkpoint (.pt)")
     p.add_argument("--model-name", required=True, help="artefact folder name, e.g. teacher or student")
-    p.add_argument("--format", required=True, choices=[f for f in FORMATS if f != "torch"])
+    p.add_argument("--format", required=True, choices=list(BUILDERS))
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--out", required=True, help="artefact root; writes OUT/MODEL_NAME/FORMAT-PRECISION/")
     p.add_argument("--opts-json", default="{}",
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         opts = json.loads(args.opts_json)
-        meta = export_artefact(args.checkpoint, args.out, args.model_name, args.format, args.precision,
+        meta = export_verified(args.checkpoint, args.out, args.model_name, args.format, args.precision,
                                verify=not args.no_verify, **opts)
     except RuntimeUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,48 +1,17 @@
-"""What every exporter shares: loading the source checkpoint, the torch.export step, the
-artefact layout, `meta.json`, and the two error types runtimes and exporters raise.
-
-Artefact layout (one directory per deployable model, self-describing):
-
-    <root>/<model_name>/<format>-<precision>/
-        <model file or dir>     model.onnx | model.ort | model.pte | model.mlpackage/ | model-<key>.engine | model.tflite
-                                | model.pt2 (format "torch": a torch.export program, e.g. the quantiser's int8)
-        meta.json               written LAST: its presence means the artefact is complete
-
-`meta.json` carries everything a runtime needs to use the model without the checkpoint:
-the preprocessing, the class names, the input/output names and shapes, plus provenance
-(source checkpoint and its hash, export time, machine, library versions).
+"""What the exporters and quantisers share on the torch side: loading the source checkpoint (BN
+folded), a deterministic example input, and the torch.export step. The artefact layout and
+`meta.json` are `vitedge.artefact`'s.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from vitedge.io import file_size, read_json, write_json
-
-FORMATS = ("onnx", "ort", "executorch", "coreml", "tensorrt", "torch", "litert")  # torch: a saved torch.export .pt2 program
-PRECISIONS = ("fp32", "fp16", "int8")
-META = "meta.json"
-META_VERSION = "vitedge-artefact/1"
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
-DEFAULT_MAX_BATCH = 256
-REQUIRED_KEYS = ("format", "precision", "file", "model_name", "source_checkpoint", "source_sha256", "config",
-                 "preprocess", "classes", "input", "output", "size_bytes")
-
-
-class ArtefactError(ValueError):
-    """An artefact is missing, incomplete, or not what the caller asked for
-    (meta.json absent, a .pte given to the ONNX runtime, an engine built for another GPU ...)."""
-
-
-class RuntimeUnavailable(RuntimeError):
-    """A runtime (or exporter toolchain) cannot run on this host. Says what is missing and how to get it."""
-
-    def __init__(self, runtime: str, missing: str, how: str = ""):
-        self.runtime, self.missing, self.how = runtime, missing, how
-        super().__init__(f"{runtime} is not available: {missing}" + (f" ({how})" if how else ""))
+from vitedge.artefact import DEFAULT_MAX_BATCH
+from vitedge.checkpoints import load_model
+from vitedge.model import fold_batchnorm
 
 
 # --------------------------------------------------------------------------- source and program
@@ -52,9 +21,6 @@ def load_source(checkpoint_path: str | Path) -> tuple[torch.nn.Module, dict[str,
     BatchNorm (the hybrid's conv stem, the CNN) is folded into its convs here, once, so every
     exporter and quantiser sees plain convs: no BN node in any artefact, and int8 ranges are
     calibrated on the folded weights the runtime will use."""
-    from vitedge.checkpoints import load_model
-    from vitedge.model import fold_batchnorm
-
     model, info = load_model(checkpoint_path)
     fold_batchnorm(model)
     info["source_checkpoint"] = str(checkpoint_path)
@@ -74,7 +40,8 @@ def example_input(cfg_or_model: Any, batch: int = 2, seed: int = 0) -> torch.Ten
 
 def export_program(model: torch.nn.Module, example_batch: int = 2,
                    max_batch: int = DEFAULT_MAX_BATCH) -> torch.export.ExportedProgram:
-    """The one torch.export step every format starts from: eval mode, dynamic batch 1..max_batch.
+    """The torch.export step (ONNX, the .pt2 program, LiteRT and TensorRT's ONNX start here; Core ML
+    and ExecuTorch take their own export routes): eval mode, dynamic batch 1..max_batch.
 
     The example batch is 2, not 1: torch.export specialises on size-1 dimensions.
     """
@@ -83,135 +50,3 @@ def export_program(model: torch.nn.Module, example_batch: int = 2,
     batch = torch.export.Dim("batch", min=1, max=max_batch)
     with torch.no_grad():
         return torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
-
-
-# --------------------------------------------------------------------------- layout and meta
-def artefact_dir(root: str | Path, model_name: str, fmt: str, precision: str) -> Path:
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format '{fmt}'; choose from {', '.join(FORMATS)}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision '{precision}'; choose from {', '.join(PRECISIONS)}")
-    return Path(root) / model_name / f"{fmt}-{precision}"
-
-
-def write_meta(art_dir: str | Path, fmt: str, precision: str, file_name: str, info: dict[str, Any],
-               export_seconds: float, **extra: Any) -> dict[str, Any]:
-    """Write `<art_dir>/meta.json` (atomically) for the model file `file_name` and return it.
-
-    `info` is what `load_source` / `checkpoints.load_model` returned. `extra` adds format
-    extras (e.g. `quantization={...}`, `engine_key={...}`); `model_name=` overrides the
-    name taken from the directory layout.
-    """
-    from vitedge.sysinfo import library_versions, machine_info
-
-    art_dir = Path(art_dir)
-    model_file = art_dir / file_name
-    if not model_file.exists():
-        raise ArtefactError(f"cannot write {art_dir / META}: the model file {model_file} does not exist")
-    cfg = info["config"]
-    max_batch = extra.pop("max_batch", None)  # a fixed or bounded batch (ExecuTorch, TensorRT profile)
-    meta = {
-        "schema": META_VERSION,
-        "format": fmt,
-        "precision": precision,
-        "file": file_name,
-        "model_name": extra.pop("model_name", art_dir.parent.name),
-        "source_checkpoint": str(info.get("source_checkpoint", "")),
-        "source_sha256": info.get("sha256", ""),
-        "config": cfg,
-        "preprocess": info["preprocess"],
-        "classes": list(info["classes"]),
-        "input": {"name": INPUT_NAME, "shape": [-1, cfg["in_chans"], cfg["img_size"], cfg["img_size"]],
-                  "dtype": "float32", "max_batch": max_batch},
-        "output": {"name": OUTPUT_NAME, "shape": [-1, cfg["num_classes"]]},
-        "size_bytes": file_size(model_file),
-        "export_seconds": round(float(export_seconds), 3),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": machine_info(),
-        "versions": library_versions(),
-    }
-    meta.update(extra)
-    write_json(art_dir / META, meta)
-    return meta
-
-
-def update_meta(art_dir: str | Path, **fields: Any) -> dict[str, Any]:
-    """Add fields (e.g. `parity`) to an existing meta.json, atomically."""
-    meta = read_meta(art_dir)
-    meta.update(fields)
-    write_json(Path(art_dir) / META, meta)
-    return meta
-
-
-def find_artefact(path: str | Path) -> Path:
-    """An artefact dir, its meta.json, or its model file -> the artefact dir."""
-    path = Path(path)
-    if path.name == META or (not path.is_dir() and (path.parent / META).is_file()):
-        return path.parent
-    return path
-
-
-def read_meta(art_dir: str | Path) -> dict[str, Any]:
-    """Read and check `<art_dir>/meta.json`. `art_dir` may also be the model file or meta.json itself."""
-    art_dir = find_artefact(art_dir)
-    meta_path = art_dir / META
-    if not art_dir.exists():
-        raise ArtefactError(f"artefact not found: {art_dir}")
-    if not meta_path.is_file():
-        raise ArtefactError(f"{art_dir} is not a vitedge artefact: {META} is missing "
-                            "(export it with `python -m vitedge.export`)")
-    try:
-        meta = read_json(meta_path)
-    except (OSError, ValueError) as exc:
-        raise ArtefactError(f"cannot read {meta_path}: {exc}") from exc
-    if not isinstance(meta, dict):
-        raise ArtefactError(f"{meta_path} is not a JSON object")
-    missing = [k for k in REQUIRED_KEYS if k not in meta]
-    if missing:
-        raise ArtefactError(f"{meta_path} is incomplete: missing {', '.join(missing)}")
-    if not (art_dir / meta["file"]).exists():
-        raise ArtefactError(f"{art_dir}: the model file '{meta['file']}' named in {META} is missing")
-    return meta
-
-
-def model_path(art_dir: str | Path, meta: dict[str, Any] | None = None) -> Path:
-    art_dir = find_artefact(art_dir)
-    return art_dir / (meta or read_meta(art_dir))["file"]
-
-
-FER_LICENSE = ("trained on FER-2013: research use only (the dataset's images come from the web "
-               "with no redistribution or commercial licence)")
-
-
-def training_data(info: dict[str, Any]) -> dict[str, str]:
-    """What the checkpoint was trained on, and the licence that implies for the artefacts.
-
-    Read from the data manifest the training stage recorded (`meta.data` = the data folder).
-    Unknown data is flagged rather than guessed; anything that is not the synthetic set is FER-2013.
-    """
-    from vitedge.io import read_json
-
-    meta = info.get("meta") or {}
-    kind = meta.get("data_kind")
-    if kind is None and meta.get("data"):
-        try:
-            kind = read_json(Path(meta["data"]) / "manifest.json")["source"]["kind"]
-        except (OSError, ValueError, KeyError, TypeError):
-            kind = None
-    if kind is None:
-        return {"kind": "unknown", "license": "training data unknown: check its licence before distributing"}
-    if kind == "synthetic":
-        return {"kind": kind, "license": "trained on vitedge's synthetic faces: Apache-2.0"}
-    return {"kind": f"fer2013 ({kind})", "license": FER_LICENSE}
-
-
-class Timer:
-    """`with Timer() as t: ...; t.seconds`"""
-
-    def __enter__(self) -> "Timer":
-        self.start = time.perf_counter()
-        self.seconds = 0.0
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.seconds = time.perf_counter() - self.start

@@ -13,6 +13,13 @@ Precisions: fp32 / fp16 (compute precision of the ML program) and int8 (fp16 mod
 per-channel symmetric int8 weights via `coremltools.optimize.coreml.linear_quantize_weights`,
 a format step; the quantiser owns accuracy gates). Core ML predicts only on macOS, so on
 Linux `verify` checks the spec and reads every weight back against the PyTorch model.
+
+The quantiser (`vitedge.quantize.coreml`) builds its int8 packages with the same settings:
+`weight_quantization` (the int8 recipe) and `artefact_extras` (meta.json, including the
+configured minimum deployment target) are shared, not repeated.
+
+coremltools is an optional toolchain (the export extra): imported in the functions that convert
+or read packages, so `vitedge.export` works without it.
 """
 from __future__ import annotations
 
@@ -27,7 +34,9 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from vitedge.export.common import ArtefactError, example_input, training_data
+from vitedge import __version__
+from vitedge.artefact import ArtefactError, training_data
+from vitedge.export.common import example_input
 from vitedge.io import atomic_path
 from vitedge.preprocess import Preprocess
 
@@ -36,6 +45,7 @@ LABEL_OUTPUT, PROBS_OUTPUT = "classLabel", "classLabel_probs"
 WEIGHT_PREFIX = "p_model_"  # torch.export names a parameter p_<attribute path>; our wrapper holds `model`
 MIN_WEIGHT = 2048  # coremltools' own threshold: smaller tensors stay fp16/fp32, never int8
 AUTHOR = "vitedge"
+DEFAULT_DEPLOYMENT_TARGET = "iOS16"  # ML programs need iOS 15+; 16 adds the fp16 image input path
 
 
 class _Probabilities(torch.nn.Module):
@@ -50,17 +60,49 @@ class _Probabilities(torch.nn.Module):
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def quiet() -> Iterator[None]:
     """coremltools draws several tqdm progress bars per conversion (on stderr, with no switch to
     turn them off); keep logs and --json output clean. Failures still raise."""
     with contextlib.redirect_stderr(io.StringIO()):
         yield
 
 
+def weight_quantization(keep_float: list[str] | None = None):
+    """The int8 recipe (per-channel symmetric int8 weights, tensors >= MIN_WEIGHT elements); ops named in
+    `keep_float` stay in float (the quantiser's fallback)."""
+    from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig  # optional toolchain
+
+    config = OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
+                                     weight_threshold=MIN_WEIGHT)
+    return OptimizationConfig(global_config=config, op_name_configs={name: None for name in keep_float or ()})
+
+
+def quantize_weights(mlmodel, keep_float: list[str] | None = None):
+    """`mlmodel` with int8 weights (`weight_quantization`)."""
+    from coremltools.optimize.coreml import linear_quantize_weights  # optional toolchain
+
+    with quiet():
+        return linear_quantize_weights(mlmodel, weight_quantization(keep_float))
+
+
+def artefact_extras(precision: str, deployment_target: str = DEFAULT_DEPLOYMENT_TARGET) -> dict[str, Any]:
+    """meta.json fields of a Core ML artefact (exported or quantised alike)."""
+    extras: dict[str, Any] = {
+        "max_batch": 1, "coreml": {"input": INPUT_NAME, "input_kind": "grayscale image (uint8)",
+                                   "logits_output": PROBS_OUTPUT, "output_kind": "probabilities",
+                                   "minimum_deployment_target": deployment_target},
+        "logits_normalised": True}  # the runtime returns log-probabilities (see module docstring)
+    if precision == "int8":
+        extras["quantization"] = {"method": "coremltools linear_quantize_weights", "weights": "int8",
+                                  "granularity": "per_channel", "mode": "linear_symmetric",
+                                  "weight_threshold": MIN_WEIGHT, "activations": "fp16"}
+    return extras
+
+
 def convert_coreml(model_or_program: torch.nn.Module | torch.export.ExportedProgram, info: dict[str, Any],
-                   precision: str = "fp16", deployment_target: str = "iOS16"):
+                   precision: str = "fp16", deployment_target: str = DEFAULT_DEPLOYMENT_TARGET):
     """A vitedge model (or a batch-1 ExportedProgram of `softmax(model(x))`) -> coremltools MLModel."""
-    import coremltools as ct
+    import coremltools as ct  # optional toolchain
 
     if precision not in ("fp32", "fp16", "int8"):
         raise ValueError(f"unknown Core ML precision '{precision}'")
@@ -75,7 +117,7 @@ def convert_coreml(model_or_program: torch.nn.Module | torch.export.ExportedProg
     scale, bias = pre.coreml_scale_bias()
     color = ct.colorlayout.GRAYSCALE if cfg["in_chans"] == 1 else ct.colorlayout.RGB
     size = cfg["img_size"]
-    with _quiet():
+    with quiet():
         mlmodel = ct.convert(
             program,
             inputs=[ct.ImageType(name=INPUT_NAME, shape=(1, cfg["in_chans"], size, size), scale=scale, bias=bias,
@@ -85,27 +127,21 @@ def convert_coreml(model_or_program: torch.nn.Module | torch.export.ExportedProg
             compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
             minimum_deployment_target=getattr(ct.target, deployment_target),
         )
-        if precision == "int8":
-            from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig, linear_quantize_weights
-
-            config = OptimizationConfig(global_config=OpLinearQuantizerConfig(
-                mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=MIN_WEIGHT))
-            mlmodel = linear_quantize_weights(mlmodel, config)
+    if precision == "int8":
+        mlmodel = quantize_weights(mlmodel)
     _describe(mlmodel, info, precision)
     return mlmodel
 
 
 def _describe(mlmodel, info: dict[str, Any], precision: str) -> None:
     """What Xcode shows: description, author, licence, version, input/output docs, plus vitedge metadata."""
-    import vitedge
-
     data = training_data(info)
     size = info["config"]["img_size"]
     mlmodel.short_description = (f"Facial emotion recognition (Vision Transformer, {precision}): "
                                  f"{', '.join(info['classes'])}. Input: a {size}x{size} grayscale face crop.")
     mlmodel.author = AUTHOR
     mlmodel.license = data["license"]
-    mlmodel.version = vitedge.__version__
+    mlmodel.version = __version__
     mlmodel.input_description[INPUT_NAME] = (f"{size}x{size} grayscale face crop (detected face plus ~20% margin); "
                                              "normalisation is built in")
     mlmodel.output_description[LABEL_OUTPUT] = "most likely emotion"
@@ -126,7 +162,7 @@ def save_mlpackage(mlmodel, path: str | Path) -> Path:
     # save under a scratch folder beside the target, then rename into place atomically
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".coreml-") as scratch:
         saved = Path(scratch) / path.name
-        with _quiet():
+        with quiet():
             mlmodel.save(str(saved))
         with atomic_path(path) as tmp:
             os.replace(saved, tmp)
@@ -137,23 +173,15 @@ PRECISIONS = ("fp32", "fp16", "int8")  # int8: weights only, the quantiser adds 
 
 
 def build(model: torch.nn.Module, info: dict[str, Any], art_dir: Path, precision: str,
-          deployment_target: str = "iOS16", **_: Any) -> tuple[str, dict[str, Any]]:
+          deployment_target: str = DEFAULT_DEPLOYMENT_TARGET, **_: Any) -> tuple[str, dict[str, Any]]:
     path = save_mlpackage(convert_coreml(model, info, precision, deployment_target), art_dir / "model.mlpackage")
-    extras = {"max_batch": 1, "coreml": {"input": INPUT_NAME, "input_kind": "grayscale image (uint8)",
-                                         "logits_output": PROBS_OUTPUT, "output_kind": "probabilities",
-                                         "minimum_deployment_target": deployment_target},
-              "logits_normalised": True}  # the runtime returns log-probabilities (see module docstring)
-    if precision == "int8":
-        extras["quantization"] = {"method": "coremltools linear_quantize_weights", "weights": "int8",
-                                  "granularity": "per_channel", "mode": "linear_symmetric",
-                                  "weight_threshold": MIN_WEIGHT, "activations": "fp16"}
-    return path.name, extras
+    return path.name, artefact_extras(precision, deployment_target)
 
 
 # --------------------------------------------------------------------------- verification on any OS
 def read_program(path: str | Path):
     """(MLModel without loading Core ML, its MIL program): what can be inspected on Linux."""
-    import coremltools as ct
+    import coremltools as ct  # optional toolchain
     from coremltools.converters.mil.frontend.milproto.load import load as load_mil
 
     mlmodel = ct.models.MLModel(str(path), skip_model_load=True)
@@ -162,7 +190,8 @@ def read_program(path: str | Path):
                              file_weights_dir=mlmodel.weights_dir)
 
 
-def _ops(program) -> Iterator[Any]:
+def ops(program) -> Iterator[Any]:
+    """Every operation of every function of a MIL program."""
     for function in program.functions.values():
         yield from function.operations
 
@@ -174,7 +203,7 @@ def read_weights(program) -> dict[str, np.ndarray]:
     coremltools' cast / quantisation suffixes removed.
     """
     out: dict[str, np.ndarray] = {}
-    for op in _ops(program):
+    for op in ops(program):
         if op.op_type == "const":
             value = op.outputs[0].val
         elif op.op_type == "constexpr_affine_dequantize":
@@ -195,7 +224,7 @@ def read_weights(program) -> dict[str, np.ndarray]:
 
 
 def class_labels(program) -> list[str]:
-    for op in _ops(program):
+    for op in ops(program):
         if op.op_type == "classify":
             return [str(c) for c in op.inputs["classes"].val]
     return []

@@ -51,6 +51,7 @@ def lower_to_pte(program: torch.export.ExportedProgram, path: str | Path, report
 
     `report`, if given, is filled with `delegation_summary` (for meta.json).
     """
+    # optional toolchain (the export extra)
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
@@ -67,7 +68,7 @@ def lower_to_pte(program: torch.export.ExportedProgram, path: str | Path, report
 def delegation_summary(edge) -> dict[str, Any]:
     """How much of the graph XNNPACK took: subgraph count and the ops it left out."""
     try:
-        from executorch.devtools.backend_debug import get_delegation_info
+        from executorch.devtools.backend_debug import get_delegation_info  # optional toolchain
     except ImportError:
         return {}
     info = get_delegation_info(edge.exported_program().graph_module)

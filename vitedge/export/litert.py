@@ -16,15 +16,19 @@ litert-torch is not installed: `pip install 'vitedge[litert]'`.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
+import importlib.util
 import io
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from vitedge.export.common import RuntimeUnavailable, example_input
+from vitedge.artefact import RuntimeUnavailable
+from vitedge.export.common import example_input
 from vitedge.io import atomic_path
 
 PRECISIONS = ("fp32",)  # int8: vitedge.quantize.litert
@@ -32,8 +36,6 @@ HOW = "pip install 'vitedge[litert]' (litert-torch, ai-edge-quantizer, ai-edge-l
 
 
 def check_host() -> None:
-    import importlib.util
-
     for module, package in (("litert_torch", "litert-torch"), ("ai_edge_litert", "ai-edge-litert")):
         if importlib.util.find_spec(module) is None:
             raise RuntimeUnavailable("litert export", f"{package} is not installed", HOW)
@@ -57,7 +59,7 @@ def quiet():
 def convert_tflite(model: torch.nn.Module, path: str | Path, batch: int = 1) -> Path:
     """`model` (eval, BatchNorm folded) -> a float32 `.tflite` at a fixed batch, written atomically."""
     check_host()
-    import litert_torch
+    import litert_torch  # optional toolchain: the litert extra
 
     logging.getLogger("absl").setLevel(logging.ERROR)
     path = Path(path)
@@ -72,9 +74,7 @@ def convert_tflite(model: torch.nn.Module, path: str | Path, batch: int = 1) -> 
 def op_counts(path: str | Path) -> tuple[dict[str, int], int]:
     """(the model's operators by type, the number of XNNPACK partitions the interpreter made of them):
     one partition means XNNPACK runs the whole graph."""
-    from collections import Counter
-
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter  # optional toolchain
 
     it = Interpreter(model_path=str(path))
     it.allocate_tensors()
@@ -86,8 +86,6 @@ def op_counts(path: str | Path) -> tuple[dict[str, int], int]:
 def build(model: torch.nn.Module, info: dict[str, Any], art_dir: Path, precision: str, batch: int = 1,
           **_: Any) -> tuple[str, dict[str, Any]]:
     """The `litert-fp32` artefact: model.tflite (XNNPACK-ready float32, batch 1)."""
-    import importlib.metadata
-
     path = convert_tflite(model, art_dir / "model.tflite", batch=batch)
     ops, partitions = op_counts(path)
     return path.name, {"max_batch": batch, "static_batch": batch, "delegate": "XNNPACK (the interpreter's default)",

@@ -17,14 +17,26 @@ from __future__ import annotations
 
 import json
 import logging
-import time
+import tempfile
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnx
 import torch
+from onnx import helper, numpy_helper
+from onnxruntime.transformers.float16 import convert_float_to_float16
+from onnxruntime.transformers.fusion_options import FusionOptions
+from onnxruntime.transformers.onnx_model import OnnxModel
+from onnxruntime.transformers.optimizer import optimize_model
 
-from vitedge.export.common import (DEFAULT_MAX_BATCH, INPUT_NAME, OUTPUT_NAME, example_input, export_program)
+from vitedge import __version__
+from vitedge.artefact import DEFAULT_MAX_BATCH, INPUT_NAME, OUTPUT_NAME
+from vitedge.bench import measure
+from vitedge.export.common import example_input, export_program
 from vitedge.io import atomic_path
+from vitedge.ort_session import NO_SKIP_LAYERNORM, open_session, predictor
 
 log = logging.getLogger(__name__)
 BATCH_DIM = "batch"
@@ -37,7 +49,6 @@ def export_onnx(model: torch.nn.Module | torch.export.ExportedProgram, path: str
     Input `input` (batch, C, H, W) float32, output `logits` (batch, classes) float32.
     `info` is the checkpoint info (config, preprocess, classes, sha256) recorded in the file.
     """
-    import onnx
 
     program = model if isinstance(model, torch.export.ExportedProgram) else export_program(model, max_batch=max_batch)
     path = Path(path)
@@ -70,10 +81,6 @@ def _name_batch_dim(proto) -> None:
 
 
 def _to_fp16(proto):
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    from onnxruntime.transformers.onnx_model import OnnxModel
-
     # keep_io_types: callers feed and read float32, whatever the precision inside
     proto = convert_float_to_float16(proto, keep_io_types=True)
     fixed = OnnxModel(proto)
@@ -82,8 +89,6 @@ def _to_fp16(proto):
 
 
 def _set_metadata(proto, info: dict[str, Any], fp16: bool) -> None:
-    import vitedge
-
     props = {
         "vitedge.classes": json.dumps(list(info["classes"])),
         "vitedge.preprocess": json.dumps(info["preprocess"]),
@@ -95,57 +100,16 @@ def _set_metadata(proto, info: dict[str, Any], fp16: bool) -> None:
     for k, v in props.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
-    proto.producer_name, proto.producer_version = "vitedge", vitedge.__version__
+    proto.producer_name, proto.producer_version = "vitedge", __version__
     proto.doc_string = (f"Vision Transformer facial-emotion classifier ({len(info['classes'])} classes); "
                         f"input: normalised grayscale {info['config']['img_size']}px faces, see vitedge.preprocess")
 
 
-def read_onnx_metadata(path: str | Path) -> dict[str, str]:
-    """The vitedge metadata_props of an ONNX file (without loading the weights twice)."""
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in proto.metadata_props}
-
-
 # --------------------------------------------------------------------------- ORT transformer fusion
-def _median_latency_ms(model: str | Path | bytes, x, runs: int = 30, threads: int = 1,
-                       ort_session: dict[str, Any] | None = None) -> float:
-    import numpy as np
-
-    sess = ort_session_for(model, threads, ort_session)
-    feed = {INPUT_NAME: x}
-    for _ in range(5):
-        sess.run(None, feed)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        sess.run(None, feed)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times) * 1e3)
-
-
-# ORT session settings an artefact can carry in meta.json (`ort_session`), applied by vitedge.runtimes'
-# onnx backend and by the quantiser's timing alike. SkipLayerNormFusion: ORT fuses residual Add +
-# LayerNorm into SkipLayerNormalization at session start; on this model size its CPU kernel is ~4x
-# slower than the two ops it replaces (41 vs 9 + 6 µs per block at width 128, ORT 1.32, measured with
-# benchmarks/ort_profile.py), so the optimiser below leaves it out and sessions may disable it.
-NO_SKIP_LAYERNORM = {"disabled_optimizers": ["SkipLayerNormFusion"]}
-
-
-def ort_session_for(model: str | Path | bytes, threads: int = 1, ort_session: dict[str, Any] | None = None):
-    """An ORT CPU session with an artefact's recorded `ort_session` settings (see NO_SKIP_LAYERNORM)."""
-    import onnxruntime as ort
-
-    opts = ort_session or {}
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    so.log_severity_level = 3
-    if "allow_spinning" in opts:
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if opts["allow_spinning"] else "0")
-    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), so,
-                                providers=["CPUExecutionProvider"],
-                                disabled_optimizers=list(opts.get("disabled_optimizers", [])) or None)
+def _median_latency_ms(model: str | Path | bytes, x: np.ndarray, settings: dict[str, Any] | None = None) -> float:
+    """Batch-1 latency of `model` in a 1-thread ORT session with an artefact's session settings."""
+    predict = predictor(open_session(model, threads=1, settings=settings))
+    return measure(lambda: predict(x), warmup=5, min_iters=30, max_iters=30).summary_ms()["p50"]
 
 
 def fuse_attention(proto, num_heads: int, dim: int) -> int:
@@ -159,10 +123,7 @@ def fuse_attention(proto, num_heads: int, dim: int) -> int:
     attention core (2 MatMuls of activations, 1 Softmax), else the block is left as it is. Returns the
     number of blocks fused; nodes and initializers only the old core used are removed.
     """
-    from collections import defaultdict
 
-    import numpy as np
-    from onnx import helper, numpy_helper
 
     g = proto.graph
     inits = {i.name: tuple(i.dims) for i in g.initializer}
@@ -230,11 +191,7 @@ def transformer_fusion(path: str | Path, config: dict[str, Any]):
     """The fused graph as an onnx ModelProto, and what was fused: vitedge's attention fusion, then ORT's
     transformer optimiser (bias + GELU -> BiasGelu ...) without SkipLayerNormalization (see
     NO_SKIP_LAYERNORM)."""
-    import onnx
-    from onnxruntime.transformers.fusion_options import FusionOptions
-    from onnxruntime.transformers.optimizer import optimize_model
 
-    import tempfile
 
     proto = onnx.load(str(path))
     n_attention = fuse_attention(proto, config["num_heads"], config["embed_dim"])
@@ -271,7 +228,7 @@ def optimize_onnx(path: str | Path, config: dict[str, Any], mode: str = "auto", 
         x = example_input(config, 1).numpy()
         before = _median_latency_ms(path, x)
         after = _median_latency_ms(fused_bytes, x)
-        after_no_skip = _median_latency_ms(fused_bytes, x, ort_session=NO_SKIP_LAYERNORM)
+        after_no_skip = _median_latency_ms(fused_bytes, x, NO_SKIP_LAYERNORM)
         record.update(ms_before=round(before, 3), ms_after=round(min(after, after_no_skip), 3))
         if after_no_skip < after:
             record["ort_session"] = NO_SKIP_LAYERNORM

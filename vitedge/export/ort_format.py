@@ -14,6 +14,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+from vitedge.artefact import ArtefactError, read_meta
+from vitedge.export.onnx import export_onnx
 from vitedge.io import atomic_path
 
 OPS_CONFIG = "required_operators.config"
@@ -21,8 +25,6 @@ OPS_CONFIG = "required_operators.config"
 
 def convert_to_ort(onnx_path: str | Path, ort_path: str | Path, target_platform: str = "arm") -> Path:
     """Convert one .onnx file to `ort_path`; the operator config lands beside it. Returns ort_path."""
-    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
-
     onnx_path, ort_path = Path(onnx_path), Path(ort_path)
     with tempfile.TemporaryDirectory(dir=ort_path.parent if ort_path.parent.exists() else None) as work:
         work_dir = Path(work)
@@ -54,9 +56,6 @@ def build(model, info: dict, art_dir: Path, precision: str, target_platform: str
     """The `ort-<precision>` artefact, converted from the sibling `onnx-<precision>` artefact when it
     exists and was exported from the same checkpoint (so .onnx and .ort are the same model);
     otherwise from a fresh fp32/fp16 ONNX export."""
-    from vitedge.export.common import ArtefactError, read_meta
-    from vitedge.export.onnx import export_onnx
-
     sibling = art_dir.parent / f"onnx-{precision}"
     try:
         onnx_meta = read_meta(sibling)

@@ -9,77 +9,23 @@ precisions come from the graph) -> OnnxParser -> BuilderConfig (fp16 flag, works
 limit, one optimisation profile min/opt/max over the batch, timing cache loaded and saved)
 -> serialized engine.
 
-`tensorrt` is imported lazily: its wheel comes from NVIDIA's index and needs a GPU, and the
-type stubs (tensorrt-stubs) install an empty `tensorrt` namespace package, so "importable"
-is not enough: `load_tensorrt` checks for the real API.
+`tensorrt` is an optional toolchain: `vitedge.hosts.load_tensorrt` checks for the real API (the type
+stubs alone install an empty namespace package), then the builder imports it in the function
+that uses it.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from vitedge.export.common import ArtefactError, RuntimeUnavailable, read_meta, update_meta
-from vitedge.io import atomic_write_bytes
+from vitedge.artefact import ArtefactError, read_meta, update_meta
+from vitedge.export.onnx import export_onnx
+from vitedge.hosts import engine_file, host_engine_key, load_tensorrt
+from vitedge.io import atomic_write_bytes, file_size
 
 DEFAULT_PROFILE = (1, 8, 64)  # batch min / opt / max
 DEFAULT_WORKSPACE_MIB = 1024
 TIMING_CACHE = "timing.cache"
-INSTALL_HINT = "pip install tensorrt (needs an NVIDIA GPU and NVIDIA's package index)"
-
-
-def load_tensorrt() -> Any:
-    """The real `tensorrt` module, or RuntimeUnavailable saying why not.
-
-    Callers then `import tensorrt as trt` themselves so mypy checks their calls against
-    tensorrt-stubs (`mypy vitedge/export/tensorrt.py vitedge/runtimes/trt_rt.py`).
-    """
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise RuntimeUnavailable("TensorRT", "the tensorrt package is not installed", INSTALL_HINT) from exc
-    if not hasattr(trt, "Builder"):  # tensorrt-stubs alone: a namespace package of .pyi files
-        raise RuntimeUnavailable("TensorRT", "only the tensorrt type stubs are installed, not TensorRT itself",
-                                 INSTALL_HINT)
-    return trt
-
-
-def gpu_identity() -> dict[str, Any]:
-    """{name, compute_capability (major, minor)} of CUDA device 0, or RuntimeUnavailable."""
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover - torch is a hard dependency
-        raise RuntimeUnavailable("TensorRT", "PyTorch is missing (it provides the CUDA buffers)") from exc
-    if not torch.cuda.is_available():
-        raise RuntimeUnavailable("TensorRT", "no CUDA GPU is visible on this host",
-                                 "TensorRT engines build and run only on NVIDIA GPUs")
-    props = torch.cuda.get_device_properties(0)
-    return {"name": props.name, "compute_capability": (props.major, props.minor)}
-
-
-def trt_version(version: str) -> str:
-    """'10.13.0.35' -> '10.13' (engines are compatible within a minor release)."""
-    return ".".join(version.split(".")[:2])
-
-
-def engine_key(gpu_name: str, compute_capability: Sequence[int], tensorrt_version: str) -> str:
-    """A filename-safe key: 'NVIDIA H100 80GB HBM3', (9, 0), '10.13.0.35' -> 'nvidia-h100-80gb-hbm3-sm90-trt10.13'."""
-    slug = re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-") or "gpu"
-    major, minor = compute_capability
-    return f"{slug}-sm{major}{minor}-trt{trt_version(tensorrt_version)}"
-
-
-def engine_file(key: str) -> str:
-    return f"model-{key}.engine"
-
-
-def host_engine_key() -> dict[str, Any]:
-    """The key an engine built on this host would have (needs TensorRT and a GPU)."""
-    trt = load_tensorrt()
-    gpu = gpu_identity()
-    cc = tuple(gpu["compute_capability"])
-    return {"key": engine_key(gpu["name"], cc, trt.__version__), "gpu": gpu["name"],
-            "compute_capability": f"{cc[0]}.{cc[1]}", "tensorrt": trt.__version__}
 
 
 def normalise_profile(profile: Sequence[int] | None, max_batch: int | None = None) -> tuple[int, int, int]:
@@ -112,7 +58,7 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, precision: str = "f
                          "run `python -m vitedge.quantize`")
     lo, opt, hi = normalise_profile(profile)
     load_tensorrt()
-    import tensorrt as trt
+    import tensorrt as trt  # optional toolchain: NVIDIA's wheel, GPU hosts only (checked by load_tensorrt)
 
     key = host_engine_key()["key"]
     logger = trt.Logger(trt.Logger.WARNING)
@@ -163,8 +109,6 @@ def build(model, info: dict[str, Any], art_dir: Path, precision: str, profile: S
           **_: Any) -> tuple[str, dict[str, Any]]:
     """The `tensorrt-<precision>` artefact: the engine for this host plus the fp32 ONNX it came
     from (kept so the engine can be rebuilt on another GPU without the checkpoint)."""
-    from vitedge.export.onnx import export_onnx
-
     lo, opt, hi = normalise_profile(profile)
     host = host_engine_key()
     onnx_path = export_onnx(model, art_dir / "model.onnx", info)  # plain ONNX: TensorRT cannot run ORT fusions
@@ -172,15 +116,6 @@ def build(model, info: dict[str, Any], art_dir: Path, precision: str, profile: S
     engine = build_engine(onnx_path, art_dir, precision, (lo, opt, hi), cache, workspace_mib=workspace_mib)
     return engine.name, {"engine_key": host, "profile": {"min": lo, "opt": opt, "max": hi}, "max_batch": hi,
                          "onnx": onnx_path.name, "timing_cache": cache.name if cache.parent == art_dir else str(cache)}
-
-
-def check_engine_key(meta: dict[str, Any], host_key: str) -> None:
-    """ArtefactError unless the artefact's engine was built for `host_key`."""
-    built = (meta.get("engine_key") or {}).get("key")
-    if built != host_key:
-        raise ArtefactError(f"this TensorRT engine was built for {built or 'an unknown GPU'}, this host is {host_key}: "
-                            "rebuild it here with vitedge.export.tensorrt.ensure_engine(ARTEFACT_DIR) "
-                            "or `python -m vitedge.export --format tensorrt ...`")
 
 
 def ensure_engine(art_dir: str | Path) -> Path:
@@ -199,26 +134,5 @@ def ensure_engine(art_dir: str | Path) -> Path:
     quantised = meta["precision"] == "int8"
     engine = build_engine(onnx_path, art_dir, meta["precision"], (prof.get("min", 1), prof.get("opt", 8),
                           prof.get("max", 64)), art_dir / TIMING_CACHE, int8_qdq=quantised)
-    from vitedge.io import file_size
-
     update_meta(art_dir, file=engine.name, engine_key=host, size_bytes=file_size(engine))
     return engine
-
-
-def tensorrt_available() -> tuple[bool, str]:
-    """(True, "") when TensorRT engines can be built here, else (False, why). Cheap on hosts
-    without TensorRT (no torch import): the workflow asks at every parse."""
-    import os
-    import shutil
-
-    try:
-        load_tensorrt()
-    except RuntimeUnavailable as exc:
-        return False, str(exc)
-    if not os.path.exists("/proc/driver/nvidia") and not shutil.which("nvidia-smi"):
-        return False, "TensorRT is installed but there is no NVIDIA driver on this host"
-    try:
-        gpu_identity()
-    except RuntimeUnavailable as exc:
-        return False, str(exc)
-    return True, ""

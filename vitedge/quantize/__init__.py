@@ -24,7 +24,10 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from vitedge.quantize.core import Backend, QuantizationError, QuantizeConfig
+from vitedge.artefact import artefact_dir
+from vitedge.data import load_splits
+from vitedge.export.common import load_source
+from vitedge.quantize.core import Backend, QuantizationError, QuantizeConfig, quantize_to_artefact
 
 __all__ = ["quantize", "QuantizeConfig", "QuantizationError", "BACKENDS", "backend_class", "FORMATS"]
 
@@ -48,10 +51,6 @@ def quantize(checkpoint: str | Path, model_name: str, fmt: str, data_dir: str | 
     Returns the artefact's meta.json (with a `quantization` record). `splits` may be passed
     instead of reading `data_dir` (tests). Raises QuantizationError if no variant passes.
     """
-    from vitedge.data import load_splits
-    from vitedge.export.common import artefact_dir, load_source
-    from vitedge.quantize.core import quantize_to_artefact
-
     cls = backend_class(fmt)
     model, info = load_source(checkpoint)
     splits = splits if splits is not None else load_splits(data_dir)

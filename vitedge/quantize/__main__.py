@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 
+from vitedge.artefact import ArtefactError, RuntimeUnavailable
 from vitedge.quantize import FORMATS, QuantizationError, QuantizeConfig, quantize
 from vitedge.quantize.core import CALIBRATE_METHODS, METHODS
 
@@ -35,7 +36,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("vitedge.quantize").setLevel(logging.INFO)  # one line per attempt; the toolchains stay quiet
-    from vitedge.export.common import ArtefactError, RuntimeUnavailable
 
     try:
         d = json.loads(args.config_json)

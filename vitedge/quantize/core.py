@@ -34,16 +34,24 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from vitedge import runtimes
+from vitedge.artefact import META, RuntimeUnavailable, write_meta
+from vitedge.batching import map_batches
+from vitedge.bench import BenchConfig, available_cores, benchmark
 from vitedge.data import Split
+from vitedge.io import atomic_path
 from vitedge.metrics import parity_metrics
 from vitedge.model import VisionTransformer
 from vitedge.preprocess import Preprocess
+from vitedge.sysinfo import machine_info
+from vitedge.verify import verify_artefact
 
 log = logging.getLogger("vitedge.quantize")
 
 CALIBRATE_METHODS = ("minmax", "percentile", "entropy")
 METHODS = ("auto", "dynamic", "static")
 Predict = Callable[[np.ndarray], np.ndarray]
+EVAL_BATCH = 128  # images per call when a candidate scores the gate's split
 
 
 class QuantizationError(RuntimeError):
@@ -73,6 +81,7 @@ class QuantizeConfig:
     threads: int = 1
     compile: bool = True  # torch: time under torch.compile (how PT2E int8 is meant to run)
     build_engine: bool = True  # tensorrt: build the engine when TensorRT and a GPU are present
+    deployment_target: str = "iOS16"  # coreml: minimum deployment target (as export.coreml.deployment_target)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -85,8 +94,10 @@ class QuantizeConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "QuantizeConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (d or {}).items() if k in known})
+        unknown = sorted(set(d or {}) - {f.name for f in fields(cls)})
+        if unknown:  # a misspelt option would otherwise quantise with the default and say nothing
+            raise ValueError(f"unknown QuantizeConfig keys: {', '.join(unknown)}")
+        return cls(**(d or {}))
 
 
 @dataclass
@@ -181,10 +192,6 @@ def calibration_images(train: Split, pre: Preprocess, n: int, seed: int = 0) -> 
     return pre(train.images[np.sort(picked)])
 
 
-def batched(predict: Predict, x: np.ndarray, batch: int = 128) -> np.ndarray:
-    return np.concatenate([predict(x[i:i + batch]) for i in range(0, len(x), batch)])
-
-
 def torch_predict(module: Callable[[torch.Tensor], torch.Tensor]) -> Predict:
     def predict(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -199,8 +206,6 @@ def top1(logits: np.ndarray, labels: np.ndarray) -> float:
 
 def timing(predict: Predict, x: np.ndarray, cfg: QuantizeConfig) -> dict[str, Any]:
     """Batch-1 latency and batch-N throughput with the shared bench protocol, on a small budget."""
-    from vitedge.bench import BenchConfig, benchmark
-
     bench = BenchConfig(warmup=3, warmup_seconds=0.0, min_iters=10, max_iters=400, max_seconds=cfg.bench_seconds,
                         time_cap=max(5.0, 4 * cfg.bench_seconds), batch_sizes=(cfg.bench_batch,),
                         throughput_min_iters=3, throughput_max_seconds=cfg.bench_seconds)
@@ -221,7 +226,7 @@ class Gate:
         self.attempts: list[Attempt] = []
 
     def check(self, cand: Candidate, t0: float) -> Attempt:
-        logits = batched(cand.predict, self.x)
+        logits = map_batches(cand.predict, self.x, EVAL_BATCH)
         acc = top1(logits, self.labels)
         drop = 100 * (self.fp32_top1 - acc)
         a = Attempt(cand.variant, list(cand.excluded), acc, drop, parity_metrics(logits, self.ref_logits),
@@ -231,7 +236,7 @@ class Gate:
         return a
 
     def kl(self, cand: Candidate) -> float:
-        return parity_metrics(batched(cand.predict, self.x), self.ref_logits)["kl"]
+        return parity_metrics(map_batches(cand.predict, self.x, EVAL_BATCH), self.ref_logits)["kl"]
 
 
 def sensitivity(backend: Backend, variant: str, gate: Gate, limit: int) -> dict[str, float]:
@@ -270,79 +275,46 @@ def gate_variant(backend: Backend, variant: str, gate: Gate, cfg: QuantizeConfig
 
 
 # --------------------------------------------------------------------------- the recipe
+@dataclass
+class Passing:
+    """A candidate that passed the gate, its attempt, and its timing once measured."""
+
+    cand: Candidate
+    attempt: Attempt
+    speed: dict[str, Any] = field(default_factory=dict)
+
+
 def quantize_to_artefact(backend_cls: type[Backend], model: VisionTransformer, info: dict[str, Any],
                          splits: dict[str, Split], cfg: QuantizeConfig, art_dir: Path) -> dict[str, Any]:
     """Run the recipe (module docstring) with one backend; write `art_dir` (model file + meta.json).
 
     Returns the meta.json dict. Raises QuantizationError when no variant meets the budget.
     """
-    from vitedge.export.common import META, write_meta
-    from vitedge.sysinfo import machine_info
-
-    pre = Preprocess.from_dict(info["preprocess"])
-    threads = cfg.threads or _cores()
+    threads = cfg.threads or available_cores()
     torch.set_num_threads(threads)
-    val = splits["val"]
-    if cfg.gate_samples and cfg.gate_samples < len(val):
-        val = val.subset(np.random.default_rng(cfg.seed).permutation(len(val))[:cfg.gate_samples])
-    x_val = pre(val.images)
-    ref_logits = batched(torch_predict(model), x_val)
-    gate = Gate(ref_logits, x_val, val.labels, cfg.max_drop)
-    calib = calibration_images(splits["train"], pre, cfg.calibration, cfg.seed)
+    gate = make_gate(model, info, splits["val"], cfg)
+    calib = calibration_images(splits["train"], Preprocess.from_dict(info["preprocess"]), cfg.calibration, cfg.seed)
     t_start = time.perf_counter()
-
     with tempfile.TemporaryDirectory(prefix="vitedge-quantize-") as work:
         backend = backend_cls(model, info, cfg, calib, Path(work))
-        passing: list[tuple[Candidate, Attempt, dict]] = []
-        rankings: dict[str, dict[str, float]] = {}
-        for variant in backend.variants():
-            cand, attempt, ranking = gate_variant(backend, variant, gate, cfg)
-            if ranking:
-                rankings[variant] = ranking
-            if cand is not None:
-                passing.append((cand, attempt, {}))
-        if not passing:
-            best = min(gate.attempts, key=lambda a: a.drop)
-            shortfall = best.drop - cfg.max_drop
-            raise QuantizationError(
-                f"{backend.fmt} int8: no variant keeps val top-1 within {cfg.max_drop:.2f} points of fp32 "
-                f"({100 * gate.fp32_top1:.2f}); the best, {best.brief()}, misses by {shortfall:.2f} points "
-                f"after up to {cfg.max_fallback_steps} fallback step(s). Raise quantize.max_drop or "
-                f"quantize.max_fallback_steps, or try another calibrate_method.", shortfall, gate.attempts)
-
-        # speed: the fp32 reference and every passing variant, in the runtime that deploys it
-        x_bench = x_val[:max(cfg.bench_batch, 1)]
-        ref_fast = backend.reference()
-        fp32_speed = timing(ref_fast, x_bench, cfg) if ref_fast is not None else None
-        for i, (cand, attempt, _) in enumerate(passing):
-            fast = backend.fast(cand)
-            passing[i] = (cand, attempt, timing(fast, x_bench, cfg) if fast is not None else {})
-        # fastest at batch 1 (the edge case); unmeasurable ones keep the backend's preference order
-        cand, attempt, speed = min(passing, key=lambda p: p[2].get("bs1_ms", math.inf))
-
-        art_dir.mkdir(parents=True, exist_ok=True)
-        (art_dir / META).unlink(missing_ok=True)  # an old meta.json must not vouch for a half-written artefact
-        file_name, extras = backend.save(cand, art_dir)
-        try:
-            final = _final_check(art_dir, file_name, backend, gate, x_val, info, extras)
-        except Exception:
-            (art_dir / META).unlink(missing_ok=True)  # no complete-looking artefact after a failed check
-            raise
-
+        passing, rankings = gate_candidates(backend, gate, cfg)
+        fp32_speed, chosen = fastest(backend, passing, gate.x[:max(cfg.bench_batch, 1)], cfg)
+        file_name, extras, final = keep(backend, chosen.cand, gate, info, art_dir)
     record = {
-        "method": backend.describe(cand.variant),
-        "variant": cand.variant,
+        "method": backend.describe(chosen.cand.variant),
+        "variant": chosen.cand.variant,
         "calibration": {"images": len(calib), "source": "train split, stratified, no augmentation",
                         "method": cfg.calibrate_method, "seed": cfg.seed},
-        "gate": {"split": "val", "n": len(x_val), "max_drop_points": cfg.max_drop},
-        "fp32_top1": gate.fp32_top1, "int8_top1": attempt.top1, "drop_points": attempt.drop,
-        "kept_float": list(cand.excluded), "excluded_nodes": backend.nodes(cand.variant, cand.excluded),
-        "parity": attempt.parity, "final_check": final,
-        "sensitivity": rankings.get(cand.variant, {}),
-        "latency": {"fp32": fp32_speed, "int8": speed, "threads": threads, "batch": cfg.bench_batch,
-                    **_speedup(fp32_speed, speed)},
+        "gate": {"split": "val", "n": len(gate.x), "max_drop_points": cfg.max_drop},
+        "fp32_top1": gate.fp32_top1, "int8_top1": chosen.attempt.top1, "drop_points": chosen.attempt.drop,
+        "kept_float": list(chosen.cand.excluded),
+        "excluded_nodes": backend.nodes(chosen.cand.variant, chosen.cand.excluded),
+        "parity": chosen.attempt.parity, "final_check": final,
+        "sensitivity": rankings.get(chosen.cand.variant, {}),
+        "latency": {"fp32": fp32_speed, "int8": chosen.speed, "threads": threads, "batch": cfg.bench_batch,
+                    **_speedup(fp32_speed, chosen.speed)},
         "variants": [{"variant": v, "passed": any(a.variant == v and a.passed for a in gate.attempts),
-                      "timing": next((s for c, a, s in passing if c.variant == v), None)}
+                      "timing": next((p.speed for p in passing if p.cand.variant == v), None)}
                      for v in dict.fromkeys(a.variant for a in gate.attempts)],
         "attempts": [asdict(a) for a in gate.attempts],
         "cpu_features": machine_info()["cpu"]["features"],
@@ -350,6 +322,63 @@ def quantize_to_artefact(backend_cls: type[Backend], model: VisionTransformer, i
         "config": asdict(cfg),
     }
     return write_meta(art_dir, backend.fmt, "int8", file_name, info, record["seconds"], quantization=record, **extras)
+
+
+def make_gate(model: VisionTransformer, info: dict[str, Any], val: Split, cfg: QuantizeConfig) -> Gate:
+    """The gate over (a seeded sample of) the validation split, against the fp32 model's own logits."""
+    if cfg.gate_samples and cfg.gate_samples < len(val):
+        val = val.subset(np.random.default_rng(cfg.seed).permutation(len(val))[:cfg.gate_samples])
+    x_val = Preprocess.from_dict(info["preprocess"])(val.images)
+    return Gate(map_batches(torch_predict(model), x_val, EVAL_BATCH), x_val, val.labels, cfg.max_drop)
+
+
+def gate_candidates(backend: Backend, gate: Gate, cfg: QuantizeConfig
+                    ) -> tuple[list[Passing], dict[str, dict[str, float]]]:
+    """Every variant through the gate (with its fallback): those that pass, and the sensitivity rankings
+    that were needed. Raises QuantizationError when none passes."""
+    passing: list[Passing] = []
+    rankings: dict[str, dict[str, float]] = {}
+    for variant in backend.variants():
+        cand, attempt, ranking = gate_variant(backend, variant, gate, cfg)
+        if ranking:
+            rankings[variant] = ranking
+        if cand is not None:
+            passing.append(Passing(cand, attempt))
+    if not passing:
+        best = min(gate.attempts, key=lambda a: a.drop)
+        shortfall = best.drop - cfg.max_drop
+        raise QuantizationError(
+            f"{backend.fmt} int8: no variant keeps val top-1 within {cfg.max_drop:.2f} points of fp32 "
+            f"({100 * gate.fp32_top1:.2f}); the best, {best.brief()}, misses by {shortfall:.2f} points "
+            f"after up to {cfg.max_fallback_steps} fallback step(s). Raise quantize.max_drop or "
+            f"quantize.max_fallback_steps, or try another calibrate_method.", shortfall, gate.attempts)
+    return passing, rankings
+
+
+def fastest(backend: Backend, passing: list[Passing], x_bench: np.ndarray, cfg: QuantizeConfig
+            ) -> tuple[dict[str, Any] | None, Passing]:
+    """Time the fp32 reference and every passing variant in the runtime that deploys them; return
+    (fp32 timing, the fastest at batch 1: the edge case). Unmeasurable ones keep the backend's order."""
+    ref_fast = backend.reference()
+    fp32_speed = timing(ref_fast, x_bench, cfg) if ref_fast is not None else None
+    for p in passing:
+        fast = backend.fast(p.cand)
+        p.speed = timing(fast, x_bench, cfg) if fast is not None else {}
+    return fp32_speed, min(passing, key=lambda p: p.speed.get("bs1_ms", math.inf))
+
+
+def keep(backend: Backend, cand: Candidate, gate: Gate, info: dict[str, Any], art_dir: Path
+         ) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Save the chosen candidate into `art_dir` and check the saved file: (file name, meta extras, checks).
+    No complete-looking artefact is left behind a failed check."""
+    art_dir.mkdir(parents=True, exist_ok=True)
+    (art_dir / META).unlink(missing_ok=True)  # an old meta.json must not vouch for a half-written artefact
+    file_name, extras = backend.save(cand, art_dir)
+    try:
+        return file_name, extras, _final_check(art_dir, file_name, backend, gate, info, extras)
+    except Exception:
+        (art_dir / META).unlink(missing_ok=True)
+        raise
 
 
 def _speedup(fp32: dict | None, int8: dict | None) -> dict[str, Any]:
@@ -360,14 +389,10 @@ def _speedup(fp32: dict | None, int8: dict | None) -> dict[str, Any]:
             "faster_than_fp32": bool(s > 1.0)}
 
 
-def _final_check(art_dir: Path, file_name: str, backend: Backend, gate: Gate, x_val: np.ndarray,
-                 info: dict[str, Any], extras: dict[str, Any]) -> dict[str, Any]:
+def _final_check(art_dir: Path, file_name: str, backend: Backend, gate: Gate, info: dict[str, Any],
+                 extras: dict[str, Any]) -> dict[str, Any]:
     """Check the saved file itself: the exporter's own checks (spec, weights read back, parity on
     random inputs) and, where it runs here, val top-1 through vitedge.runtimes (what deployment loads)."""
-    from vitedge import runtimes
-    from vitedge.export import verify_artefact
-    from vitedge.export.common import write_meta
-
     # a provisional meta.json lets the checks load the artefact; the final one replaces it
     meta = write_meta(art_dir, backend.fmt, "int8", file_name, info, 0.0, **extras)
     checks: dict[str, Any] = {"export_checks": verify_artefact(art_dir, backend.model, meta)}
@@ -377,9 +402,9 @@ def _final_check(art_dir: Path, file_name: str, backend: Backend, gate: Gate, x_
         return checks
     try:
         rt = runtimes.load(art_dir, runtime="auto", device="cpu")
-    except runtimes.RuntimeUnavailable as exc:
+    except RuntimeUnavailable as exc:
         return {**checks, "skipped": str(exc)}
-    acc = top1(batched(rt.predict, x_val), gate.labels)
+    acc = top1(map_batches(rt.predict, gate.x, EVAL_BATCH), gate.labels)
     drop = 100 * (gate.fp32_top1 - acc)
     if drop > gate.max_drop + 1e-9:
         raise QuantizationError(f"{art_dir}: the saved artefact scores {100 * acc:.2f} on val, {drop:.2f} points "
@@ -388,15 +413,7 @@ def _final_check(art_dir: Path, file_name: str, backend: Backend, gate: Gate, x_
     return {**checks, "runtime": rt.name, "top1": acc, "drop_points": drop}
 
 
-def _cores() -> int:
-    from vitedge.bench import available_cores
-
-    return available_cores()
-
-
 def copy_file(src: Path, dest: Path) -> Path:
-    from vitedge.io import atomic_path
-
     with atomic_path(dest) as tmp:
         shutil.copyfile(src, tmp)
     return dest

@@ -18,11 +18,24 @@ calibrate and validate on, it would be an unchecked artefact. Timing likewise ne
 from __future__ import annotations
 
 import copy
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from vitedge.export.coreml import (
+    MIN_WEIGHT,
+    artefact_extras,
+    convert_coreml,
+    ops,
+    quantize_weights,
+    read_program,
+    read_weights,
+    save_mlpackage,
+)
+from vitedge.hosts import is_macos
+from vitedge.io import atomic_path
 from vitedge.quantize.core import Backend, Candidate, torch_predict
 
 MIL_PREFIX = "p_model_"  # what torch.export calls our wrapper's parameters (see vitedge.export.coreml)
@@ -47,17 +60,12 @@ class CoreMLBackend(Backend):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        from vitedge.export.coreml import MIN_WEIGHT, convert_coreml, read_program, save_mlpackage
-        from vitedge.runtimes.base import is_macos
-
         self.runs_here = is_macos()
-        self.fp16 = convert_coreml(self.model, self.info, "fp16")
+        self.fp16 = convert_coreml(self.model, self.info, "fp16", self.cfg.deployment_target)
         path = save_mlpackage(self.fp16, self.work / "fp16.mlpackage")
         _, program = read_program(path)
-        from vitedge.export.coreml import _ops
-
         depth = self.info["config"]["depth"]
-        self.consts = {op.name: const_unit(op.name, depth) for op in _ops(program)
+        self.consts = {op.name: const_unit(op.name, depth) for op in ops(program)
                        if op.op_type == "const" and getattr(op.outputs[0].val, "size", 0) >= MIN_WEIGHT}
         self.min_weight = MIN_WEIGHT
         self.n_builds = 0
@@ -66,17 +74,9 @@ class CoreMLBackend(Backend):
         return list(self.cfg.variants) or ["weights"]
 
     def build(self, variant: str, exclude: tuple[str, ...]) -> Candidate:
-        from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig, linear_quantize_weights
-
-        from vitedge.export.coreml import _quiet, read_program, read_weights, save_mlpackage
-
         if variant != "weights":
             raise ValueError(f"unknown Core ML int8 variant '{variant}' (weights; W8A8 needs macOS, see module docs)")
-        config = OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
-                                         weight_threshold=self.min_weight)
-        keep = {name: None for name, unit in self.consts.items() if unit in exclude}
-        with _quiet():
-            mlmodel = linear_quantize_weights(self.fp16, OptimizationConfig(global_config=config, op_name_configs=keep))
+        mlmodel = quantize_weights(self.fp16, keep_float=self.nodes(variant, exclude))
         mlmodel.user_defined_metadata["vitedge.precision"] = "int8"
         mlmodel.short_description = self.fp16.short_description.replace("fp16", "int8")
         path = save_mlpackage(mlmodel, self.work / f"q{self.n_builds}.mlpackage")
@@ -98,20 +98,13 @@ class CoreMLBackend(Backend):
         return None  # Core ML timings need an Apple device
 
     def save(self, cand: Candidate, art_dir: Path) -> tuple[str, dict[str, Any]]:
-        import shutil
-
-        from vitedge.export.coreml import INPUT_NAME, PROBS_OUTPUT
-        from vitedge.io import atomic_path
-
         with atomic_path(art_dir / "model.mlpackage") as tmp:
             shutil.copytree(cand.payload, tmp)
-        return "model.mlpackage", {
-            "max_batch": 1, "logits_normalised": True,
-            "coreml": {"input": INPUT_NAME, "input_kind": "grayscale image (uint8)", "logits_output": PROBS_OUTPUT,
-                       "output_kind": "probabilities", "minimum_deployment_target": "iOS16"}}
+        extras = artefact_extras("fp16", self.cfg.deployment_target)  # the quantiser writes its own record
+        return "model.mlpackage", extras
 
     def describe(self, variant: str) -> dict[str, Any]:
-        import coremltools
+        import coremltools  # optional toolchain (the export extra)
 
         return {"quantiser": f"coremltools {coremltools.__version__} optimize.coreml.linear_quantize_weights",
                 "weights": f"int8 per-channel symmetric (tensors >= {self.min_weight} elements)",

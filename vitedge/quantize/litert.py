@@ -25,6 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from vitedge.artefact import RuntimeUnavailable
+from vitedge.batching import batches, map_batches
+from vitedge.bench import available_cores
+from vitedge.export.litert import HOW, check_host, convert_tflite, op_counts, quiet
 from vitedge.quantize.core import Backend, Candidate, Predict, copy_file
 
 RECIPES = {"dynamic": "dynamic_wi8_afp32", "static": "static_wi8_ai8"}
@@ -45,7 +49,7 @@ def unit_regex(unit: str) -> str:
 
 def interpreter_predict(path: str | Path, threads: int) -> Predict:
     """A fixed-batch-1 `.tflite` (float or int8 I/O) as (N, C, H, W) float32 -> (N, classes) float32."""
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter  # optional toolchain (the export extra)
 
     it = Interpreter(model_path=str(path), num_threads=threads)
     it.allocate_tensors()
@@ -61,7 +65,7 @@ def interpreter_predict(path: str | Path, threads: int) -> Predict:
         y = it.get_tensor(out["index"])
         return (y.astype(np.float32) - zo) * so if out["dtype"] != np.float32 else y.copy()
 
-    return lambda x: np.concatenate([one(np.ascontiguousarray(x[i:i + 1], dtype=np.float32)) for i in range(len(x))])
+    return lambda x: map_batches(lambda part: one(np.ascontiguousarray(part, dtype=np.float32)), x, 1)
 
 
 class LiteRTBackend(Backend):
@@ -69,16 +73,11 @@ class LiteRTBackend(Backend):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        from vitedge.export.litert import check_host, convert_tflite
-
         check_host()
         if importlib.util.find_spec("ai_edge_quantizer") is None:
-            from vitedge.export.common import RuntimeUnavailable
-            from vitedge.export.litert import HOW
-
             raise RuntimeUnavailable("litert int8", "ai-edge-quantizer is not installed", HOW)
         self.fp32 = convert_tflite(self.model, self.work / "fp32.tflite")
-        self.threads = self.cfg.threads or _threads()
+        self.threads = self.cfg.threads or available_cores()
         self.calibration: dict | None = None  # static ranges, calibrated once and reused by the fallback
         self.n_builds = 0
 
@@ -91,11 +90,10 @@ class LiteRTBackend(Backend):
         return [unit_regex(u) for u in units]
 
     def build(self, variant: str, exclude: tuple[str, ...]) -> Candidate:
+        # optional toolchain: the litert extra
         from ai_edge_quantizer import quantizer, recipe
         from ai_edge_quantizer.algorithm_manager import AlgorithmName
         from ai_edge_quantizer.qtyping import TFLOperationName
-
-        from vitedge.export.litert import quiet
 
         if variant not in RECIPES:
             raise ValueError(f"unknown litert int8 variant '{variant}' (choose from {', '.join(RECIPES)})")
@@ -106,7 +104,7 @@ class LiteRTBackend(Backend):
                                           algorithm_key=AlgorithmName.NO_QUANTIZE)
         with quiet():
             if qt.need_calibration and self.calibration is None:
-                data = [{"args_0": self.calib[i:i + 1]} for i in range(len(self.calib))]
+                data = [{"args_0": one} for one in batches(self.calib, 1)]
                 self.calibration = qt.calibrate({"serving_default": data}, num_threads=1)
             result = qt.quantize(self.calibration if qt.need_calibration else None)
             path = self.work / f"q{self.n_builds}.tflite"
@@ -118,8 +116,6 @@ class LiteRTBackend(Backend):
         return interpreter_predict(self.fp32, self.threads)
 
     def save(self, cand: Candidate, art_dir: Path) -> tuple[str, dict[str, Any]]:
-        from vitedge.export.litert import op_counts
-
         copy_file(cand.payload, art_dir / "model.tflite")
         ops, partitions = op_counts(art_dir / "model.tflite")
         return "model.tflite", {"max_batch": 1, "static_batch": 1, "delegate": "XNNPACK (the interpreter's default)",
@@ -141,8 +137,3 @@ class LiteRTBackend(Backend):
                 d["note"] = f"calibrate_method {self.cfg.calibrate_method} not offered here: min/max used"
         return d
 
-
-def _threads() -> int:
-    from vitedge.bench import available_cores
-
-    return available_cores()

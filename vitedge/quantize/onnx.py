@@ -42,8 +42,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+import onnxruntime
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from vitedge.quantize.core import Backend, Candidate, copy_file
+from vitedge.batching import batches
+from vitedge.bench import available_cores
+from vitedge.export.onnx import export_onnx, optimize_onnx
+from vitedge.export.tensorrt import DEFAULT_PROFILE, TIMING_CACHE, build_engine
+from vitedge.hosts import host_engine_key, tensorrt_available
+from vitedge.io import atomic_path
+from vitedge.ort_session import NO_SKIP_LAYERNORM, open_session, predictor
+from vitedge.quantize.core import Backend, Candidate, copy_file, timing
 
 log = logging.getLogger("vitedge.quantize")
 
@@ -54,8 +65,6 @@ DYNAMIC_OPS = ["MatMul", "Gemm", "Attention"]  # Attention: the fused op, when t
 
 
 def _calibrate_method(name: str):
-    from onnxruntime.quantization import CalibrationMethod
-
     return {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
             "entropy": CalibrationMethod.Entropy}[name]
 
@@ -64,7 +73,7 @@ class _Reader:
     """CalibrationDataReader over preprocessed images, in small batches."""
 
     def __init__(self, x: np.ndarray, input_name: str, batch: int = 32):
-        self.batches = [{input_name: x[i:i + batch]} for i in range(0, len(x), batch)]
+        self.batches = [{input_name: part} for part in batches(x, batch)]
         self.i = 0
 
     def get_next(self) -> dict | None:
@@ -96,12 +105,9 @@ def node_units(proto, depth: int) -> dict[str, str]:
     return units
 
 
-def session(path: str | Path, threads: int, ort_session: dict | None = None):
-    from vitedge.export.onnx import ort_session_for
-
-    sess = ort_session_for(path, threads, ort_session)
-    name = sess.get_inputs()[0].name
-    return lambda x: sess.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+def session(path: str | Path, threads: int, settings: dict | None = None):
+    """x -> logits through an ORT CPU session of `path` with the given session settings."""
+    return predictor(open_session(path, threads, settings))
 
 
 class OnnxBackend(Backend):
@@ -111,13 +117,9 @@ class OnnxBackend(Backend):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        import onnx
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
-        from vitedge.export.onnx import export_onnx, optimize_onnx
 
         fp32 = export_onnx(self.model, self.work / "fp32.onnx", self.info)
-        # symbolic shape inference trips over some exporters' graphs (FINDINGS); ONNX shape inference suffices
+        # symbolic shape inference trips over the dynamo exporter's graphs; ONNX shape inference suffices
         self.graphs = {"": self.work / "plain.onnx"}
         quant_pre_process(str(fp32), str(self.graphs[""]), skip_symbolic_shape=True)
         _drop_initializer_shapes(self.graphs[""])
@@ -137,7 +139,7 @@ class OnnxBackend(Backend):
         # convs that read the image itself: one input channel, and int8 would halve the pixels' resolution
         self.input_convs = {g: [n.name for n in proto.graph.node if n.op_type == "Conv"
                                 and n.input[0] in {i.name for i in proto.graph.input}] for g, proto in protos.items()}
-        self.threads = self.cfg.threads or _threads()
+        self.threads = self.cfg.threads or available_cores()
         self.n_builds = 0
         self.settings: dict[Path, dict | None] = {}  # model file -> the ORT session settings it ran fastest with
 
@@ -180,8 +182,6 @@ class OnnxBackend(Backend):
         return Candidate(variant, tuple(exclude), session(path, self.threads), payload=path)
 
     def quantize(self, variant: str, exclude: tuple[str, ...], out: Path) -> Path:
-        from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
-
         kind, graph, calib = self._parse(variant)
         src = self.graphs[graph]
         skip = [n for n, u in self.units_of[graph].items() if u in set(exclude)]
@@ -213,8 +213,6 @@ class OnnxBackend(Backend):
         return out
 
     def static_options(self, kind: str) -> tuple[list[str] | None, Any, dict]:
-        from onnxruntime.quantization import QuantType
-
         # u8 activations / s8 weights: the combination x86 int8 kernels (VNNI, AMX) run natively
         if kind == "mixed":
             return ["Conv"], QuantType.QUInt8, {}
@@ -224,9 +222,6 @@ class OnnxBackend(Backend):
     def _fastest_session(self, path: Path):
         """`path` under ORT's default session and under NO_SKIP_LAYERNORM: the faster at batch 1 (remembered
         for meta.json)."""
-        from vitedge.export.onnx import NO_SKIP_LAYERNORM
-        from vitedge.quantize.core import timing
-
         options = [(settings, session(path, self.threads, settings)) for settings in (None, NO_SKIP_LAYERNORM)]
         timed = [(timing(predict, self.calib[:8], self.cfg)["bs1_ms"], i) for i, (_, predict) in enumerate(options)]
         settings, predict = options[min(timed)[1]]
@@ -251,10 +246,6 @@ class OnnxBackend(Backend):
 
     def _write(self, src: Path, dest: Path) -> None:
         """Copy with the fp32 file's vitedge metadata (classes, preprocess ...), precision int8."""
-        import onnx
-
-        from vitedge.io import atomic_path
-
         proto = onnx.load(str(src))
         del proto.metadata_props[:]
         for k, v in {**self.metadata, "vitedge.precision": "int8"}.items():
@@ -266,7 +257,6 @@ class OnnxBackend(Backend):
     def describe(self, variant: str) -> dict[str, Any]:
         if not variant:
             return {}
-        import onnxruntime
 
         kind, graph, calib = self._parse(variant)
         d: dict[str, Any] = {"quantiser": f"onnxruntime.quantization {onnxruntime.__version__}", "weights": "int8 per-channel",
@@ -299,8 +289,6 @@ class TensorRTBackend(OnnxBackend):
         return list(self.cfg.variants) or [f"static-trt-{self.cfg.calibrate_method}"]
 
     def static_options(self, kind: str) -> tuple[list[str] | None, Any, dict]:
-        from onnxruntime.quantization import QuantType
-
         # TensorRT: int8 symmetric (zero point 0) activations and weights, Q/DQ on GEMM inputs only,
         # one Q/DQ pair per consumer so each fusion sees its own (as Model Optimizer places them)
         # inputs only (TensorRT requantises GEMM outputs itself where the next layer wants int8), and
@@ -313,7 +301,6 @@ class TensorRTBackend(OnnxBackend):
         self._write(cand.payload, art_dir / "model.onnx")
         extras: dict[str, Any] = {"onnx": "model.onnx", "opset": _opset(art_dir / "model.onnx")}
         file_name = "model.onnx"
-        from vitedge.export.tensorrt import DEFAULT_PROFILE, TIMING_CACHE, build_engine, host_engine_key, tensorrt_available
 
         ok, why = tensorrt_available() if self.cfg.build_engine else (False, "disabled (quantize.build_engine: false)")
         if ok:
@@ -336,7 +323,8 @@ class TensorRTBackend(OnnxBackend):
                  evaluated_with="the Q/DQ ONNX on ONNX Runtime CPU (same quantisation grid as TensorRT; "
                                 "engine kernels may round differently: re-validate the engine on the GPU)",
                  modelopt="not used: nvidia-modelopt[onnx] requires onnxruntime-gpu~=1.24 and onnx 1.21, "
-                          "which would replace this environment's onnxruntime 1.31 / onnx 1.23",
+                          f"which would replace this environment's onnxruntime {onnxruntime.__version__} / "
+                          f"onnx {onnx.__version__}",
                  run_with="TensorRT 10 (strongly typed network from the Q/DQ ONNX)")
         return d
 
@@ -351,8 +339,6 @@ def _drop_initializer_shapes(path: Path) -> None:
     """Remove value_info entries of initializers. The dynamo exporter writes them; ORT's dynamic
     quantiser rewrites Gemm(transB) as MatMul with the weight transposed in place, and the stale
     (out, in) shape then fails its own shape inference ("differ in dimension 0")."""
-    import onnx
-
     proto = onnx.load(str(path))
     names = {i.name for i in proto.graph.initializer}
     keep = [v for v in proto.graph.value_info if v.name not in names]
@@ -362,13 +348,5 @@ def _drop_initializer_shapes(path: Path) -> None:
 
 
 def _opset(path: Path) -> int:
-    import onnx
-
     proto = onnx.load(str(path), load_external_data=False)
     return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
-
-
-def _threads() -> int:
-    from vitedge.bench import available_cores
-
-    return available_cores()

@@ -27,8 +27,14 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch._inductor.config as inductor_config
 
-from vitedge.quantize.core import Backend, Candidate, Predict, batched, torch_predict, unit_modules
+from vitedge.artefact import DEFAULT_MAX_BATCH
+from vitedge.batching import map_batches
+from vitedge.export.common import example_input, export_program
+from vitedge.export.executorch import lower_to_pte
+from vitedge.io import atomic_path
+from vitedge.quantize.core import Backend, Candidate, Predict, copy_file, torch_predict, unit_modules
 
 log = logging.getLogger("vitedge.quantize")
 
@@ -40,7 +46,6 @@ class PT2EBackend(Backend):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        from vitedge.export.common import export_program
 
         self.graph = export_program(self.model).module()  # dynamic batch: calibrate and gate in batches
 
@@ -53,20 +58,18 @@ class PT2EBackend(Backend):
         raise NotImplementedError
 
     def build(self, variant: str, exclude: tuple[str, ...]) -> Candidate:
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e  # optional toolchain
 
         if variant not in self.kinds:
             raise ValueError(f"unknown {self.fmt} int8 variant '{variant}' (choose from {', '.join(self.kinds)})")
         modules = [m for u in self.units(variant) if u not in exclude for m in unit_modules(self.model, u)]
         prepared = prepare_pt2e(copy.deepcopy(self.graph), self.quantizer(variant, modules))
         with torch.no_grad():
-            batched(torch_predict(prepared), self.calib, 64)  # observers see the calibration images
+            map_batches(torch_predict(prepared), self.calib, 64)  # observers see the calibration images
         converted = convert_pt2e(prepared)
         return Candidate(variant, tuple(exclude), torch_predict(converted), payload=converted)
 
     def reexport(self, converted: torch.nn.Module, dynamic: bool = True) -> torch.export.ExportedProgram:
-        from vitedge.export.common import DEFAULT_MAX_BATCH, example_input
-
         x = example_input(self.model, 2 if dynamic else 1)
         shapes = ({0: torch.export.Dim("batch", min=1, max=DEFAULT_MAX_BATCH)},) if dynamic else None
         with torch.no_grad():
@@ -78,7 +81,7 @@ class TorchBackend(PT2EBackend):
     kinds = ("static", "dynamic")
 
     def quantizer(self, variant: str, modules: list[str]):
-        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq  # optional toolchain
 
         q = xiq.X86InductorQuantizer()
         config = xiq.get_default_x86_inductor_quantization_config(is_dynamic=variant == "dynamic")
@@ -94,7 +97,6 @@ class TorchBackend(PT2EBackend):
     def _compiled(self, module: torch.nn.Module) -> Predict:
         if not self.cfg.compile:
             return torch_predict(module)
-        import torch._inductor.config as inductor_config
 
         inductor_config.freezing = True  # constant weights: lets Inductor pre-pack int8 weights
         return torch_predict(torch.compile(module))
@@ -106,15 +108,13 @@ class TorchBackend(PT2EBackend):
         return self._compiled(copy.deepcopy(self.graph))
 
     def save(self, cand: Candidate, art_dir: Path) -> tuple[str, dict[str, Any]]:
-        from vitedge.io import atomic_path
-
         program = self.reexport(cand.payload)
         with atomic_path(art_dir / "model.pt2") as tmp:
             torch.export.save(program, str(tmp))
         return "model.pt2", {"run": self.describe(cand.variant)["run_with"]}
 
     def describe(self, variant: str) -> dict[str, Any]:
-        import torchao
+        import torchao  # optional toolchain (the export extra)
 
         timed = "torch.compile (Inductor, freezing)" if self.cfg.compile else "eager (quantize.compile: false)"
         return {"quantiser": f"torchao {torchao.__version__} PT2E X86InductorQuantizer",
@@ -130,8 +130,11 @@ class ExecuTorchBackend(PT2EBackend):
     fmt = "executorch"
 
     def quantizer(self, variant: str, modules: list[str]):
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
-                                                                             get_symmetric_quantization_config)
+        # optional toolchain (the export extra)
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
 
         q = XNNPACKQuantizer()
         config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=variant == "dynamic")
@@ -140,19 +143,17 @@ class ExecuTorchBackend(PT2EBackend):
         return q
 
     def _lower(self, module: torch.nn.Module, name: str) -> tuple[Path, dict]:
-        from vitedge.export.executorch import lower_to_pte
-
         report: dict[str, Any] = {}
         path = lower_to_pte(self.reexport(module, dynamic=False), self.work / f"{name}.pte", report=report)
         return path, report
 
     def _runner(self, path: Path) -> Predict:
-        from executorch.runtime import Runtime
+        from executorch.runtime import Runtime  # optional toolchain
 
         method = Runtime.get().load_program(path).load_method("forward")
         # the program is fixed at batch 1 (XNNPACK delegates more of it); larger batches run image by image
-        return lambda x: np.concatenate([method.execute([torch.from_numpy(np.ascontiguousarray(x[i:i + 1]))])[0].numpy()
-                                         for i in range(len(x))])
+        return lambda x: map_batches(
+            lambda one: method.execute([torch.from_numpy(np.ascontiguousarray(one))])[0].numpy(), x, 1)
 
     def fast(self, cand: Candidate) -> Predict:
         if not isinstance(cand.payload, tuple):
@@ -164,8 +165,6 @@ class ExecuTorchBackend(PT2EBackend):
         return self._runner(path)
 
     def save(self, cand: Candidate, art_dir: Path) -> tuple[str, dict[str, Any]]:
-        from vitedge.quantize.core import copy_file
-
         self.fast(cand)  # lowered already when it was timed
         _, pte, report = cand.payload
         copy_file(pte, art_dir / "model.pte")

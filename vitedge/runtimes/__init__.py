@@ -18,7 +18,19 @@ import pkgutil
 from pathlib import Path
 from typing import Any
 
-from vitedge.export.common import META, ArtefactError, RuntimeUnavailable, read_meta
+from vitedge.artefact import (
+    CHECKPOINT,
+    CHECKPOINT_SUFFIXES,
+    META,
+    OUTPUT_NAME,
+    ArtefactError,
+    RuntimeUnavailable,
+    input_spec,
+    read_meta,
+)
+from vitedge.checkpoints import FORMAT as CHECKPOINT_FILE_FORMAT
+from vitedge.hosts import resolve_device
+from vitedge.io import file_size, load_torch
 from vitedge.runtimes.base import REGISTRY, Runtime, register
 
 __all__ = ["load", "available", "runtimes", "resolve", "Runtime", "RuntimeUnavailable", "ArtefactError", "register"]
@@ -26,7 +38,6 @@ __all__ = ["load", "available", "runtimes", "resolve", "Runtime", "RuntimeUnavai
 # aliases people type
 ALIASES = {"tensorrt": "trt", "onnxruntime": "onnx", "ort": "onnx", "pytorch": "torch", "et": "executorch",
            "tflite": "litert"}
-CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
 
 def _discover() -> None:
@@ -55,36 +66,19 @@ def available(device: str = "cpu") -> dict[str, str | None]:
     return out
 
 
-def _resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        return "cpu"
-
-
 def _checkpoint_meta(path: Path) -> dict[str, Any]:
     """A meta.json-shaped description of a vitedge checkpoint (read without building the model)."""
-    from vitedge.checkpoints import FORMAT
-    from vitedge.export.common import INPUT_NAME, OUTPUT_NAME
-    from vitedge.io import file_size, load_torch
-
     try:
         ckpt = load_torch(path)
     except (FileNotFoundError, ValueError) as exc:
         raise ArtefactError(str(exc)) from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FILE_FORMAT:
         raise ArtefactError(f"{path} is not a vitedge model checkpoint")
     cfg = ckpt["config"]
-    return {"format": "checkpoint", "precision": "fp32", "file": path.name, "model_name": path.stem,
+    return {"format": CHECKPOINT, "precision": "fp32", "file": path.name, "model_name": path.stem,
             "source_checkpoint": str(path), "source_sha256": "", "config": cfg, "preprocess": ckpt["preprocess"],
             "classes": list(ckpt["classes"]),
-            "input": {"name": INPUT_NAME, "shape": [-1, cfg["in_chans"], cfg["img_size"], cfg["img_size"]],
-                      "dtype": "float32"},
-            "output": {"name": OUTPUT_NAME}, "size_bytes": file_size(path)}
+            "input": input_spec(cfg), "output": {"name": OUTPUT_NAME}, "size_bytes": file_size(path)}
 
 
 def describe(path: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -107,7 +101,7 @@ def resolve(path: str | Path, runtime: str = "auto", device: str = "cpu") -> tup
     """Which backend class would `load` use for this path: (class, artefact path, meta). Raises the
     same errors `load` would."""
     runtime = ALIASES.get(runtime, runtime)
-    device = _resolve_device(device)  # "auto" here means "cuda if visible"; `load` adds the CPU fallback
+    device = resolve_device(device)  # "auto" here means "cuda if visible"; `load` adds the CPU fallback
     path = Path(path)
     if path.is_dir() and not (path / META).is_file() and any(path.glob(f"*/{META}")):
         return _best_in_folder(path, runtime, device)
@@ -134,8 +128,8 @@ def resolve(path: str | Path, runtime: str = "auto", device: str = "cpu") -> tup
 
 
 # the artefact formats in order of preference on each device, and precisions likewise
-_PREFERENCE = {"cpu": (["onnx", "ort", "litert", "executorch", "coreml", "checkpoint"], ["fp32", "int8", "fp16"]),
-               "cuda": (["tensorrt", "onnx", "checkpoint"], ["fp16", "fp32", "int8"])}
+_PREFERENCE = {"cpu": (["onnx", "ort", "litert", "executorch", "coreml", CHECKPOINT], ["fp32", "int8", "fp16"]),
+               "cuda": (["tensorrt", "onnx", CHECKPOINT], ["fp16", "fp32", "int8"])}
 
 
 def _best_in_folder(folder: Path, runtime: str, device: str) -> tuple[type[Runtime], Path, dict]:
@@ -172,7 +166,7 @@ def load(path: str | Path, runtime: str = "auto", device: str = "cpu", threads: 
     an option the chosen backend does not take is RuntimeUnavailable (that backend cannot do it).
     """
     if device == "auto":
-        if _resolve_device("auto") == "cuda":
+        if resolve_device("auto") == "cuda":
             try:
                 return load(path, runtime, "cuda", threads, **options)
             except RuntimeUnavailable:

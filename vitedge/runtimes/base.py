@@ -1,20 +1,20 @@
 """The one runtime interface, and the registry that `vitedge.runtimes.load` chooses from.
 
 A backend is one small class in one `*_rt.py` file in this package, decorated with
-`@register`: nothing else needs to change to add one. Heavy libraries (onnxruntime,
-tensorrt, coremltools, executorch) are imported inside the class, never at module level,
-so listing the backends costs nothing and a missing library shows up as a clear
+`@register`: nothing else needs to change to add one. Optional toolchains (tensorrt,
+coremltools, executorch, ai-edge-litert) are imported inside the class, never at module level,
+so listing the backends needs none of them and a missing one shows up as a clear
 `RuntimeUnavailable` rather than an ImportError.
 """
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from vitedge.export.common import ArtefactError, RuntimeUnavailable
+from vitedge.artefact import ArtefactError, RuntimeUnavailable
+from vitedge.batching import map_batches
 from vitedge.preprocess import Preprocess
 
 REGISTRY: dict[str, type["Runtime"]] = {}
@@ -78,10 +78,8 @@ class Runtime:
         if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape or x.shape[0] == 0:
             raise ValueError(f"{self.name}.predict expects input of shape (N>=1, {', '.join(map(str, self.input_shape))}), "
                              f"got {tuple(x.shape)}")
-        x = np.ascontiguousarray(x)
-        step = self.max_batch or len(x)
-        out = [self._predict(x[i:i + step]) for i in range(0, len(x), step)]
-        return np.concatenate(out).astype(np.float32, copy=False)
+        out = map_batches(self._predict, np.ascontiguousarray(x), self.max_batch or 0)
+        return out.astype(np.float32, copy=False)
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -93,7 +91,3 @@ class Runtime:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.meta['format']}-{self.meta['precision']} {self.path} on {self.device}>"
-
-
-def is_macos() -> bool:
-    return platform.system() == "Darwin"

@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-from vitedge.runtimes.base import Runtime, RuntimeUnavailable, is_macos, register
+from vitedge.artefact import RuntimeUnavailable
+from vitedge.hosts import is_macos
+from vitedge.runtimes.base import Runtime, register
 
 
 @register
@@ -23,19 +26,19 @@ class CoreMLRuntime(Runtime):
             raise RuntimeUnavailable(cls.name, "Core ML predicts only on macOS",
                                      "copy the .mlpackage to a Mac or iOS device; see runtimes/ios/")
         try:
-            import coremltools  # noqa: F401
+            import coremltools  # noqa: F401  (optional toolchain: the export extra)
         except ImportError as exc:
             raise RuntimeUnavailable(cls.name, "coremltools is not installed", "pip install coremltools") from exc
 
     @classmethod
     def version(cls) -> str:
-        import coremltools as ct
+        import coremltools as ct  # optional toolchain
 
         return ct.__version__
 
     def __init__(self, path, meta: dict[str, Any], device: str = "cpu", threads: int | None = None):
         super().__init__(path, meta, device, threads)
-        import coremltools as ct
+        import coremltools as ct  # optional toolchain
 
         units = {"cpu": ct.ComputeUnit.CPU_ONLY, "gpu": ct.ComputeUnit.CPU_AND_GPU,
                  "ane": ct.ComputeUnit.CPU_AND_NE, "all": ct.ComputeUnit.ALL}[device]
@@ -45,8 +48,6 @@ class CoreMLRuntime(Runtime):
         self.output_name = meta["coreml"]["logits_output"]
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
-        from PIL import Image
-
         # the model takes an 8-bit grayscale image and applies the normalisation itself (ImageType
         # scale/bias), so undo it here: runtimes all take the same normalised float input
         pre = self.preprocess

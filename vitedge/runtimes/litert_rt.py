@@ -8,11 +8,13 @@ every LiteRT artefact maps float32 faces to float32 logits like the other runtim
 """
 from __future__ import annotations
 
+import importlib.metadata
 from typing import Any
 
 import numpy as np
 
-from vitedge.runtimes.base import Runtime, RuntimeUnavailable, register
+from vitedge.artefact import ArtefactError, RuntimeUnavailable
+from vitedge.runtimes.base import Runtime, register
 
 
 @register
@@ -26,23 +28,19 @@ class LiteRTRuntime(Runtime):
     def check(cls, device: str = "cpu") -> None:
         super().check(device)
         try:
-            from ai_edge_litert import interpreter  # noqa: F401
+            from ai_edge_litert import interpreter  # noqa: F401  (optional toolchain)
         except ImportError as exc:
             raise RuntimeUnavailable(cls.name, f"the LiteRT interpreter cannot be imported ({exc})",
                                      "pip install ai-edge-litert") from exc
 
     @classmethod
     def version(cls) -> str:
-        import importlib.metadata
-
         return importlib.metadata.version("ai-edge-litert")
 
     def __init__(self, path, meta: dict[str, Any], device: str = "cpu", threads: int | None = None,
                  xnnpack: bool = True):
         super().__init__(path, meta, device, threads)
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-        from vitedge.runtimes.base import ArtefactError
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType  # optional toolchain
 
         resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:

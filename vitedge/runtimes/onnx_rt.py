@@ -8,13 +8,20 @@ the key: another CPU or ORT version makes its own.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
-from vitedge.runtimes.base import Runtime, RuntimeUnavailable, register
+from vitedge.artefact import ArtefactError, RuntimeUnavailable
+from vitedge.io import sha256_file
+from vitedge.ort_session import open_session
+from vitedge.runtimes.base import Runtime, register
+from vitedge.sysinfo import machine_info
 
 
 @register
@@ -28,75 +35,48 @@ class OnnxRuntime(Runtime):
     @classmethod
     def check(cls, device: str = "cpu") -> None:
         super().check(device)
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise RuntimeUnavailable(cls.name, "onnxruntime is not installed",
-                                     "pip install onnxruntime (or onnxruntime-gpu for CUDA)") from exc
         if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
             raise RuntimeUnavailable(cls.name, "the CUDA execution provider is missing from this onnxruntime build",
                                      "pip install onnxruntime-gpu on a host with an NVIDIA GPU, or use --device cpu")
 
     @classmethod
     def version(cls) -> str:
-        import onnxruntime as ort
-
         return ort.__version__
 
     def __init__(self, path, meta: dict[str, Any], device: str = "cpu", threads: int | None = None,
                  optimized_cache: str | None = None):
         super().__init__(path, meta, device, threads)
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        if threads:
-            so.intra_op_num_threads = threads
-            so.inter_op_num_threads = 1
         # session settings the artefact was measured fastest with (meta.json `ort_session`, written by the
         # exporter / quantiser), e.g. ORT fusions whose kernels are slower at batch 1 left out
         self.session_settings = dict(meta.get("ort_session") or {}) if device == "cpu" else {}
-        if "allow_spinning" in self.session_settings:
-            so.add_session_config_entry("session.intra_op.allow_spinning",
-                                        "1" if self.session_settings["allow_spinning"] else "0")
-        disabled = list(self.session_settings.get("disabled_optimizers", [])) or None
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-        model_file, self.cache = str(self.path / meta["file"]), None
+        model_file, self.cache, options = str(self.path / meta["file"]), None, {}
         if optimized_cache and device == "cpu" and meta["format"] == "onnx":
-            model_file = self._use_cache(Path(optimized_cache).expanduser(), model_file, so, ort)
+            model_file, options = self._use_cache(Path(optimized_cache).expanduser(), model_file)
         try:
-            self.session = ort.InferenceSession(model_file, so, providers=providers, disabled_optimizers=disabled)
-            if self.cache and self.cache["state"] == "written":
-                os.replace(self.cache["tmp"], self.cache["path"])  # complete: later loads may use it
-                del self.cache["tmp"]
+            self.session = open_session(model_file, threads, self.session_settings, device, **options)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            from vitedge.runtimes.base import ArtefactError
-
             raise ArtefactError(f"ONNX Runtime cannot load {self.path / meta['file']}: {exc}") from exc
+        if self.cache and self.cache["state"] == "written":
+            os.replace(self.cache["tmp"], self.cache["path"])  # complete: later loads may use it
+            del self.cache["tmp"]
         self.input_name = self.session.get_inputs()[0].name
         self.providers = self.session.get_providers()
 
-    def _use_cache(self, folder: Path, model_file: str, so, ort) -> str:
-        """The cached optimised graph when there is one (optimisation off), else `model_file` with ORT told
-        to save its optimised graph (renamed into the cache once the session exists)."""
-        import hashlib
-        import json
-
-        from vitedge.io import sha256_file
-        from vitedge.sysinfo import machine_info
-
+    def _use_cache(self, folder: Path, model_file: str) -> tuple[str, dict[str, Any]]:
+        """(graph to load, session options): the cached optimised graph when there is one (optimisation
+        off), else `model_file` with ORT told to save its optimised graph (renamed into the cache once the
+        session exists)."""
         cpu = machine_info()["cpu"]
         key = hashlib.sha256(json.dumps([sha256_file(model_file), ort.__version__, cpu["model"], cpu["features"],
                                          self.session_settings], sort_keys=True).encode()).hexdigest()[:20]
         cached = folder / f"{Path(model_file).stem}-{key}.onnx"
         if cached.is_file():
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             self.cache = {"path": str(cached), "state": "used"}
-            return str(cached)
+            return str(cached), {"optimise": False}
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{cached.name}.{os.getpid()}.tmp"
-        so.optimized_model_filepath = str(tmp)
         self.cache = {"path": str(cached), "state": "written", "tmp": str(tmp)}
-        return model_file
+        return model_file, {"save_optimised_to": tmp}
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: x})[0]

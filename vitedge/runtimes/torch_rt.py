@@ -4,14 +4,21 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
+import torch._inductor.config as inductor_config
 
+# PT2E int8 programs hold quantized_decomposed ops: their library must be registered before loading one
+import torch.ao.quantization.fx._decomposed  # noqa: F401
+
+from vitedge.artefact import CHECKPOINT, PROGRAM, RuntimeUnavailable
+from vitedge.checkpoints import load_model
 from vitedge.runtimes.base import Runtime, register
 
 
 @register
 class TorchRuntime(Runtime):
     name = "torch"
-    formats = ("checkpoint", "torch")
+    formats = (CHECKPOINT, PROGRAM)
     devices = ("cpu", "cuda")
     priority = 10
     options = ("dtype", "compile")
@@ -20,25 +27,17 @@ class TorchRuntime(Runtime):
     @classmethod
     def check(cls, device: str = "cpu") -> None:
         super().check(device)
-        import torch
-
         if device == "cuda" and not torch.cuda.is_available():
-            from vitedge.runtimes.base import RuntimeUnavailable
-
             raise RuntimeUnavailable(cls.name, "no CUDA GPU is visible to PyTorch",
                                      "use --device cpu, or install a CUDA build of torch on a GPU host")
 
     @classmethod
     def version(cls) -> str:
-        import torch
-
         return torch.__version__
 
     def __init__(self, path, meta: dict[str, Any], device: str = "cpu", threads: int | None = None,
                  dtype: str = "fp32", compile: bool = False):
         super().__init__(path, meta, device, threads)
-        import torch
-
         if dtype not in self.DTYPES:
             raise ValueError(f"torch runtime dtype must be one of {', '.join(self.DTYPES)}, got {dtype!r}")
         self.dtype, self.compiled = getattr(torch, self.DTYPES[dtype]), bool(compile)
@@ -46,26 +45,17 @@ class TorchRuntime(Runtime):
         if threads:
             torch.set_num_threads(threads)  # process-wide: torch has no per-model thread pool
         self.module: Any
-        if meta["format"] == "checkpoint":
-            from vitedge.checkpoints import load_model
-
+        if meta["format"] == CHECKPOINT:
             self.module = load_model(self.path)[0].to(device)
         else:  # a saved torch.export program
-            # PT2E int8 graphs hold quantized_decomposed ops: their library must be registered first
-            import torch.ao.quantization.fx._decomposed  # noqa: F401
-
             self.module = torch.export.load(str(self.path / meta["file"])).module().to(device)
         if self.dtype != torch.float32:
             self.module = self.module.to(self.dtype)  # weights and activations in half / bfloat16
         if self.compiled:
-            import torch._inductor.config as inductor_config
-
             inductor_config.freezing = True  # weights are constants: Inductor pre-packs them (int8 needs it)
             self.module = torch.compile(self.module)
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
-        import torch
-
         with torch.inference_mode():
             return self.module(torch.from_numpy(x).to(self.device, self.dtype)).float().cpu().numpy()
 

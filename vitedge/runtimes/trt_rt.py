@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
-from vitedge.runtimes.base import Runtime, RuntimeUnavailable, register
+from vitedge.artefact import ArtefactError, RuntimeUnavailable
+from vitedge.hosts import check_engine_key, gpu_identity, host_engine_key, load_tensorrt
+from vitedge.runtimes.base import Runtime, register
 
 
 @register
@@ -18,8 +21,6 @@ class TensorRTRuntime(Runtime):
 
     @classmethod
     def check(cls, device: str = "cpu") -> None:
-        from vitedge.export.tensorrt import gpu_identity, load_tensorrt
-
         load_tensorrt()  # RuntimeUnavailable with the install hint
         if device != "cuda":
             raise RuntimeUnavailable(cls.name, f"TensorRT runs on an NVIDIA GPU, not on device '{device}'",
@@ -28,25 +29,17 @@ class TensorRTRuntime(Runtime):
 
     @classmethod
     def version(cls) -> str:
-        from vitedge.export.tensorrt import load_tensorrt
-
         return load_tensorrt().__version__
 
     def __init__(self, path, meta: dict[str, Any], device: str = "cuda", threads: int | None = None):
         super().__init__(path, meta, device, threads)
-        import torch
-
-        from vitedge.export.tensorrt import check_engine_key, host_engine_key, load_tensorrt
-
         load_tensorrt()
-        import tensorrt as trt
+        import tensorrt as trt  # optional toolchain: NVIDIA's wheel (load_tensorrt said it is the real one)
 
         check_engine_key(meta, host_engine_key()["key"])  # a foreign engine would fail or, worse, misbehave
         self.logger = trt.Logger(trt.Logger.WARNING)
         engine = trt.Runtime(self.logger).deserialize_cuda_engine((self.path / meta["file"]).read_bytes())
         if engine is None:
-            from vitedge.runtimes.base import ArtefactError
-
             raise ArtefactError(f"TensorRT cannot deserialize {self.path / meta['file']}")
         self.engine, self.context = engine, engine.create_execution_context()
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -55,8 +48,6 @@ class TensorRTRuntime(Runtime):
         self.stream = torch.cuda.Stream()
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
-        import torch
-
         with torch.cuda.stream(self.stream):
             inp = torch.from_numpy(x).to("cuda", non_blocking=False)
             self.context.set_input_shape(self.input_name, tuple(inp.shape))
