@@ -276,5 +276,5 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-__all__ = ["BenchConfig", "Timing", "measure", "benchmark", "batch_of", "wall_timer", "cuda_event_timer",
-           "PeakMemory", "available_cores"]
+__all__ = ["BenchConfig", "CallTimer", "Stopwatch", "Timing", "measure", "benchmark", "batch_of", "wall_timer",
+           "cuda_event_timer", "PeakMemory", "available_cores"]

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from vitedge import runtimes
+from vitedge.batching import batch_slices
 from vitedge.data import CLASSES, DatasetError, Split, load_source, load_splits
 from vitedge.metrics import classification_metrics
 
@@ -31,14 +33,15 @@ def load_split(data: str, split: str, seed: int = 0) -> Split:
     return splits[split]
 
 
-def predict_split(rt, split: Split, batch_size: int = 256, flip_tta: bool = False, progress: bool = True) -> np.ndarray:
+def predict_split(rt: runtimes.Runtime, split: Split, batch_size: int = 256, flip_tta: bool = False,
+                  progress: bool = True) -> np.ndarray:
     """Logits for every image of `split`, preprocessed exactly as the artefact's metadata says.
 
     `flip_tta` averages the logits of each face and its mirror image (faces are left-right symmetric
     in expression, so this is a cheap, label-preserving second view)."""
     out = []
-    for i in tqdm(range(0, len(split), batch_size), desc="evaluating", disable=not progress, leave=False):
-        x = rt.preprocess(split.images[i:i + batch_size])
+    for part in tqdm(list(batch_slices(len(split), batch_size)), desc="evaluating", disable=not progress, leave=False):
+        x = rt.preprocess(split.images[part])
         logits = rt.predict(x)
         if flip_tta:
             logits = (logits + rt.predict(np.ascontiguousarray(x[..., ::-1]))) / 2
@@ -48,8 +51,6 @@ def predict_split(rt, split: Split, batch_size: int = 256, flip_tta: bool = Fals
 
 def evaluate_artefact(model: str, data: str, split: str = "test", runtime: str = "auto", device: str = "cpu",
                       batch_size: int = 256, flip_tta: bool = False, threads: int | None = None) -> dict:
-    from vitedge import runtimes
-
     rt = runtimes.load(model, runtime=runtime, device=device, threads=threads)
     sp = load_split(data, split)
     metrics = classification_metrics(predict_split(rt, sp, batch_size, flip_tta), sp.labels, rt.classes)
@@ -79,12 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flip-tta", action="store_true", help="average with the mirrored face")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     args = p.parse_args(argv)
-    from vitedge.runtimes import ArtefactError, RuntimeUnavailable
-
     try:
         result = evaluate_artefact(args.model, args.data, args.split, args.runtime, args.device, args.batch_size,
                                    args.flip_tta, args.threads)
-    except (DatasetError, ArtefactError, RuntimeUnavailable, FileNotFoundError, ValueError) as exc:
+    except (DatasetError, runtimes.ArtefactError, runtimes.RuntimeUnavailable, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2) if args.json else format_table(result))

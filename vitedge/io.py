@@ -1,8 +1,12 @@
 """Small, shared file helpers: atomic writes, content hashes, safe checkpoint loading.
 
-Every file vitedge produces goes through `atomic_write` (write to a temp name in the
-same folder, fsync, rename) so an interrupted job never leaves a half-written artefact
-that a later stage would trust.
+Every file vitedge produces is written atomically: `atomic_path` hands the writer a temporary
+name in the same folder and renames it onto the destination (after an fsync) only when the
+writing succeeded; `atomic_write_bytes`, `atomic_write_text`, `write_json` and `save_torch` are
+built on it. So an interrupted job never leaves a half-written artefact that a later stage would
+trust.
+
+This module imports nothing from vitedge: everything else may use it.
 """
 from __future__ import annotations
 
@@ -10,9 +14,13 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+import numpy as np
+import torch
 
 
 @contextlib.contextmanager
@@ -56,8 +64,6 @@ def _fsync(path: Path) -> None:
 
 
 def _rmtree(path: Path) -> None:
-    import shutil
-
     if path.exists():
         shutil.rmtree(path)
 
@@ -81,8 +87,6 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def _json_default(obj: Any) -> Any:
-    import numpy as np
-
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.floating,)):
@@ -116,16 +120,12 @@ def file_size(path: str | os.PathLike) -> int:
 
 
 def save_torch(obj: Any, dest: str | os.PathLike) -> None:
-    import torch
-
     with atomic_path(dest) as tmp:
         torch.save(obj, tmp)
 
 
 def load_torch(path: str | os.PathLike, map_location: str = "cpu") -> Any:
     """Load a vitedge checkpoint. Always `weights_only=True`: checkpoints are data, never code."""
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")

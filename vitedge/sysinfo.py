@@ -5,6 +5,9 @@ import functools
 import importlib.metadata
 import os
 import platform
+import subprocess
+
+import torch
 
 # Instruction-set extensions that decide whether int8 / bf16 kernels are fast on x86 CPUs.
 _CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
@@ -25,8 +28,6 @@ def _cpu() -> dict:
     except OSError:  # not Linux
         pass
     if platform.system() == "Darwin":
-        import subprocess
-
         try:
             model = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
                                    timeout=5).stdout.strip() or model
@@ -38,10 +39,6 @@ def _cpu() -> dict:
 
 
 def _gpu() -> dict | None:
-    try:
-        import torch
-    except ImportError:
-        return None
     if not torch.cuda.is_available():
         return None
     props = torch.cuda.get_device_properties(0)
@@ -49,8 +46,6 @@ def _gpu() -> dict | None:
             "memory_gib": round(props.total_memory / 2**30, 1), "cuda": torch.version.cuda,
             "count": torch.cuda.device_count()}
     try:
-        import subprocess
-
         out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=10)
         info["driver"] = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None

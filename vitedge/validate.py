@@ -28,6 +28,7 @@ after the report, instead of stopping at the first bad artefact.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -40,7 +41,10 @@ from typing import Any
 
 import numpy as np
 
+from vitedge import runtimes, sysinfo
+from vitedge.batching import map_batches
 from vitedge.bench import BenchConfig, PeakMemory, available_cores, benchmark, cuda_event_timer
+from vitedge.data import Split, load_splits
 from vitedge.io import read_json, sha256_file, write_json
 from vitedge.metrics import classification_metrics, parity_metrics
 from vitedge.preprocess import Preprocess
@@ -87,10 +91,8 @@ class Gates:
 
 
 # --------------------------------------------------------------------------- inputs
-def load_test(data_dir: str | Path, limit: int | None = None):
+def load_test(data_dir: str | Path, limit: int | None = None) -> tuple[Split, dict[str, Any]]:
     """The test split (and its manifest entry, for provenance), optionally its first `limit` images."""
-    from vitedge.data import load_splits
-
     test = load_splits(data_dir, names=("test",))["test"]
     if limit:
         test = test.subset(np.arange(min(limit, len(test))))
@@ -98,15 +100,13 @@ def load_test(data_dir: str | Path, limit: int | None = None):
     return test, {"dir": str(data_dir), "n": len(test), "sha256": entry.get("sha256", ""), "limit": limit}
 
 
-def predict_all(rt, x: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
-    return np.concatenate([rt.predict(x[i:i + batch]) for i in range(0, len(x), batch)])
+def predict_all(rt: runtimes.Runtime, x: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
+    return map_batches(rt.predict, x, batch)
 
 
-def _load_runtime(path: str | Path, entry: Entry, threads: int | None):
+def _load_runtime(path: str | Path, entry: Entry, threads: int | None) -> runtimes.Runtime:
     """The entry's runtime; an option its backend does not take (torch's dtype on ONNX Runtime) is
     RuntimeUnavailable, i.e. a skipped row that says so."""
-    from vitedge import runtimes
-
     return runtimes.load(path, runtime=entry.runtime, device=entry.device, threads=threads, **entry.options)
 
 
@@ -118,10 +118,9 @@ def _result_head(target: Target, model: str, fmt: str, precision: str, artefact:
 
 def _stamp() -> dict[str, Any]:
     """Where and when a result was made."""
-    from vitedge.sysinfo import describe, machine_info
-
-    machine = machine_info()
-    return {"machine": machine, "machine_line": describe(machine), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    machine = sysinfo.machine_info()
+    return {"machine": machine, "machine_line": sysinfo.describe(machine),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def _row_base(target: Target, entry: Entry, precision: str) -> dict[str, Any]:
@@ -138,10 +137,6 @@ def measure_entry(artefact: Path, entry: Entry, row: dict[str, Any], x: np.ndarr
     Returns the logits, or None (row skipped) when the runtime is unavailable here. Memory is
     measured around loading and benchmarking only, before the reference model is in the process.
     """
-    import gc
-
-    from vitedge.runtimes import RuntimeUnavailable
-
     timer = cuda_event_timer() if entry.device.startswith("cuda") else None
     load_before = _load_average()
     try:
@@ -150,7 +145,7 @@ def measure_entry(artefact: Path, entry: Entry, row: dict[str, Any], x: np.ndarr
             rt = _load_runtime(artefact, entry, row["threads"])
             load_s = time.perf_counter() - t0
             perf = benchmark(rt.predict, x[:BENCH_INPUTS], bench, timer=timer)
-    except RuntimeUnavailable as exc:
+    except runtimes.RuntimeUnavailable as exc:
         row["reason"] = str(exc)
         return None
     host_load = {"before": load_before, "after": _load_average()}
@@ -189,14 +184,12 @@ def validate(artefact: str | Path, reference: str | Path | Reference, target: st
 
     `reference` may also be a `Reference` (a model that is not a vitedge checkpoint, e.g. a peer's
     PyTorch port: `vitedge.peers`)."""
-    from vitedge.runtimes import describe
-
     t_start = time.perf_counter()
     target = target if isinstance(target, Target) else load_target(target)
     gates = gates if isinstance(gates, Gates) else Gates.from_dict(gates)
     bench_cfg = target.bench.merged(bench)
     artefact = Path(artefact)
-    _, meta = describe(artefact)  # ArtefactError propagates: there is nothing to validate
+    _, meta = runtimes.describe(artefact)  # ArtefactError propagates: there is nothing to validate
     fmt, precision = artefact_key(meta["format"], meta["precision"]).split("-")
     result: dict[str, Any] = {
         **_result_head(target, meta.get("model_name") or artefact.stem, fmt, precision, str(artefact)),
@@ -217,30 +210,9 @@ def validate(artefact: str | Path, reference: str | Path | Reference, target: st
         test, result["data"] = load_test(data, limit)
         pre = Preprocess.from_dict(meta["preprocess"])
         x, classes = pre(test.images), list(meta["classes"])
-        measured = []
-        for e, row in runnable:
-            try:
-                logits = measure_entry(artefact, e, row, x, bench_cfg)
-                if logits is not None:
-                    measured.append((row, logits))
-            except Exception as exc:  # noqa: BLE001 - a broken artefact is a result, not a crash
-                log.error("%s on %s (%s) failed:\n%s", artefact, target.name, e.name, traceback.format_exc())
-                row.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
+        measured = _measure_entries(artefact, target, runnable, x, bench_cfg)
         if measured:
-            if isinstance(reference, Reference):
-                ref_logits, ref_pre, ref_classes = reference.predict(x), reference.preprocess, list(reference.classes)
-            else:
-                ref_logits, ref_pre, ref_classes = reference_logits(reference, x)
-            if ref_classes != classes:
-                raise ValueError(f"reference classes {ref_classes} differ from the artefact's {classes}")
-            if ref_pre != pre:
-                result["reference_note"] = (f"the artefact's preprocessing {pre} differs from the reference's "
-                                            f"{ref_pre}; both were fed the artefact's")
-            result["reference_sha256"] = (reference.sha256 if isinstance(reference, Reference)
-                                          else sha256_file(reference))
-            ref_metrics = classification_metrics(ref_logits, test.labels, classes)
-            for row, logits in measured:
-                score_row(row, logits, test.labels, classes, ref_logits, ref_metrics, gates)
+            _score_against_reference(result, measured, reference, x, pre, classes, test.labels, gates)
     for row in rows:
         if row["status"] == "failed":
             row["gate"] = {"passed": False, "failures": [f"failed: {row['reason']}"]}
@@ -248,6 +220,40 @@ def validate(artefact: str | Path, reference: str | Path | Reference, target: st
     result.update(_summarise(rows, result.get("reason", "")))
     result.update(_stamp(), seconds=round(time.perf_counter() - t_start, 2))
     return result
+
+
+def _measure_entries(artefact: Path, target: Target, runnable: list[tuple[Entry, dict[str, Any]]], x: np.ndarray,
+                     bench: BenchConfig) -> list[tuple[dict[str, Any], np.ndarray]]:
+    """(row, logits) of every entry that ran; a failing entry is a failed row, not an exception."""
+    measured = []
+    for e, row in runnable:
+        try:
+            logits = measure_entry(artefact, e, row, x, bench)
+            if logits is not None:
+                measured.append((row, logits))
+        except Exception as exc:  # noqa: BLE001 - a broken artefact is a result, not a crash
+            log.error("%s on %s (%s) failed:\n%s", artefact, target.name, e.name, traceback.format_exc())
+            row.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
+    return measured
+
+
+def _score_against_reference(result: dict[str, Any], measured: list[tuple[dict[str, Any], np.ndarray]],
+                             reference: str | Path | Reference, x: np.ndarray, pre: Preprocess, classes: list[str],
+                             labels: np.ndarray, gates: Gates) -> None:
+    """The reference's logits on the very inputs `x` the artefact got; each measured row scored against them."""
+    if isinstance(reference, Reference):
+        ref_logits, ref_pre, ref_classes = reference.predict(x), reference.preprocess, list(reference.classes)
+    else:
+        ref_logits, ref_pre, ref_classes = reference_logits(reference, x)
+    if ref_classes != classes:
+        raise ValueError(f"reference classes {ref_classes} differ from the artefact's {classes}")
+    if ref_pre != pre:
+        result["reference_note"] = (f"the artefact's preprocessing {pre} differs from the reference's "
+                                    f"{ref_pre}; both were fed the artefact's")
+    result["reference_sha256"] = reference.sha256 if isinstance(reference, Reference) else sha256_file(reference)
+    ref_metrics = classification_metrics(ref_logits, labels, classes)
+    for row, logits in measured:
+        score_row(row, logits, labels, classes, ref_logits, ref_metrics, gates)
 
 
 def unbuilt(model: str, fmt: str, precision: str, target: str | Path | Target, reason: str) -> dict[str, Any]:
@@ -281,8 +287,6 @@ def reference_logits(reference: str | Path, x: np.ndarray) -> tuple[np.ndarray, 
 
     Threads are set to the cores this process may use: under Snakemake, OMP_NUM_THREADS is the
     rule's `threads`, which can exceed the machine's cores (`--cores 8` on a 2-core laptop)."""
-    from vitedge import runtimes
-
     ref = runtimes.load(reference, runtime="torch", device="cpu", threads=available_cores())
     return predict_all(ref, x), ref.preprocess, list(ref.classes)
 
@@ -316,9 +320,6 @@ def main(argv: list[str] | None = None) -> int:
                    help="the artefact could not be built on this host: write skipped rows saying why")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-
-    from vitedge.runtimes import ArtefactError
-
     try:
         if args.unbuilt:
             model, spec, reason = args.unbuilt.split(":", 2)
@@ -327,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result = validate(args.artefact, args.reference, args.target, args.data,
                               bench=json.loads(args.bench_json), gates=json.loads(args.gates_json), limit=args.limit)
-    except (ArtefactError, FileNotFoundError, ValueError) as exc:
+    except (runtimes.ArtefactError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     write_json(args.out, result)

@@ -35,11 +35,13 @@ import argparse
 import hashlib
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vitedge.batching import batch_slices
 from vitedge.data.splits import CLASSES, SPLITS, DatasetError, Split, load_splits
 from vitedge.io import atomic_write_text, read_json, write_json
 
@@ -107,10 +109,10 @@ def laplacian_variance(images: np.ndarray) -> np.ndarray:
     orders of magnitude for a blurred copy while brightness shifts leave it unchanged.
     """
     out = np.empty(len(images), dtype=np.float64)
-    for start in range(0, len(images), _CHUNK):
-        x = images[start : start + _CHUNK].astype(np.float32)
+    for chunk in batch_slices(len(images), _CHUNK):
+        x = images[chunk].astype(np.float32)
         lap = x[:, :-2, 1:-1] + x[:, 2:, 1:-1] + x[:, 1:-1, :-2] + x[:, 1:-1, 2:] - 4 * x[:, 1:-1, 1:-1]
-        out[start : start + len(x)] = lap.reshape(len(x), -1).var(axis=1)
+        out[chunk] = lap.reshape(len(x), -1).var(axis=1)
     return out
 
 
@@ -131,12 +133,12 @@ def _downsample(images: np.ndarray, height: int, width: int) -> np.ndarray:
     n, h, w = images.shape
     rows, cols = _area_matrix(h, height), _area_matrix(w, width)
     out = np.empty((n, height, width), dtype=np.float32)
-    for start in range(0, n, _CHUNK):
-        x = images[start : start + _CHUNK].astype(np.float32)
+    for chunk in batch_slices(n, _CHUNK):
+        x = images[chunk].astype(np.float32)
         k = len(x)
         # two plain matrix products: columns (k*H, W) @ (W, width), then rows (k*width, H) @ (H, height)
         t = (x.reshape(k * h, w) @ cols.T).reshape(k, h, width).transpose(0, 2, 1)
-        out[start : start + k] = (t.reshape(k * width, h) @ rows.T).reshape(k, width, height).transpose(0, 2, 1)
+        out[chunk] = (t.reshape(k * width, h) @ rows.T).reshape(k, width, height).transpose(0, 2, 1)
     return out
 
 
@@ -215,9 +217,9 @@ def _exact_ids(images: list[np.ndarray]) -> np.ndarray:
     """One int per image, equal exactly for identical images (same size, same pixels)."""
     ids: dict[bytes, int] = {}
     out = []
-    for batch in images:
-        shape = repr(batch.shape[1:]).encode()
-        for img in batch:
+    for split_images in images:
+        shape = repr(split_images.shape[1:]).encode()
+        for img in split_images:
             out.append(ids.setdefault(hashlib.blake2b(shape + img.tobytes(), digest_size=16).digest(), len(ids)))
     return np.array(out, dtype=np.int64)
 
@@ -225,9 +227,9 @@ def _exact_ids(images: list[np.ndarray]) -> np.ndarray:
 def _pixel_stats(images: list[np.ndarray]) -> tuple[float | None, float | None]:
     """Mean and std of all pixels, from a 256-bin histogram: exact, in one pass, no float copy."""
     hist = np.zeros(256, np.int64)
-    for batch in images:
-        for start in range(0, len(batch), _CHUNK):  # bincount copies its input to int64: bound that copy
-            hist += np.bincount(batch[start : start + _CHUNK].ravel(), minlength=256)
+    for split_images in images:
+        for chunk in batch_slices(len(split_images), _CHUNK):  # bincount copies its input to int64: bound that copy
+            hist += np.bincount(split_images[chunk].ravel(), minlength=256)
     n = hist.sum()
     if not n:
         return None, None
@@ -304,29 +306,53 @@ def make_datacard(splits: dict[str, Split], source_report: dict | None = None) -
     return card
 
 
-def _duplicates(splits: dict[str, Split], names: list[str], card: dict[str, Any]) -> None:
-    """Exact and near duplicates within each split and between each pair of splits, into `card`.
+@dataclass
+class _Pool:
+    """Every image of every split in one index (image i of split k at offsets[k] + i), so
+    cross-split pairs come out of the same search as within-split ones."""
 
-    All splits go into one index (image i of split k at offsets[k] + i), so cross-split
-    pairs come out of the same search as within-split ones.
-    """
+    splits: dict[str, Split]
+    names: list[str]  # the splits pooled, in SPLITS order
+    offsets: np.ndarray  # (len(names) + 1,) where each split starts, then the total
+    split_of: np.ndarray  # (n,) index into names of each image
+    labels: np.ndarray  # (n,) class of each image
+    exact: np.ndarray  # (n,) equal exactly for identical images (_exact_ids)
+
+    @classmethod
+    def of(cls, splits: dict[str, Split], names: list[str]) -> "_Pool":
+        offsets = np.cumsum([0] + [len(splits[s]) for s in names])
+        n = int(offsets[-1])
+        return cls(splits, names, offsets, split_of=np.repeat(np.arange(len(names)), np.diff(offsets)),
+                   labels=np.concatenate([splits[s].labels for s in names]) if n else np.empty(0, np.int64),
+                   exact=_exact_ids([splits[s].images for s in names]))
+
+    @property
+    def n(self) -> int:
+        return int(self.offsets[-1])
+
+    def name(self, i: int) -> str:
+        """The source path of image i, for examples people can look up."""
+        k = int(np.searchsorted(self.offsets, i, side="right")) - 1
+        sp, j = self.splits[self.names[k]], int(i - self.offsets[k])
+        return sp.paths[j] if sp.paths else f"{self.names[k]}[{j}]"
+
+
+def _duplicates(splits: dict[str, Split], names: list[str], card: dict[str, Any]) -> None:
+    """Exact and near duplicates within each split and between each pair of splits, into `card`."""
     card["overlap"] = {}
     if not names:
         return
-    offsets = np.cumsum([0] + [len(splits[s]) for s in names])
-    n = int(offsets[-1])
-    split_of = np.repeat(np.arange(len(names)), np.diff(offsets))
-    labels = np.concatenate([splits[s].labels for s in names]) if n else np.empty(0, np.int64)
-    exact = _exact_ids([splits[s].images for s in names])
+    pool = _Pool.of(splits, names)
+    a, b = _near_duplicate_pairs(pool)
+    _within_split_duplicates(pool, a, b, card["splits"])
+    card["overlap"].update(_cross_split_overlap(pool, a, b))
 
-    def name(i: int) -> str:
-        """The source path of image i of the joint index, for examples people can look up."""
-        k = int(np.searchsorted(offsets, i, side="right")) - 1
-        sp, j = splits[names[k]], int(i - offsets[k])
-        return sp.paths[j] if sp.paths else f"{names[k]}[{j}]"
 
-    # near: dHash candidates (image vs image, and image vs the other's mirror) ...
-    plain, mirrored = zip(*(dhash(splits[s].images) for s in names))
+def _near_duplicate_pairs(pool: _Pool) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) with a[k] < b[k]: the confirmed near-duplicate pairs of the pool, exact copies included."""
+    n, images = pool.n, [pool.splits[s].images for s in pool.names]
+    # dHash candidates (image vs image, and image vs the other's mirror) ...
+    plain, mirrored = zip(*(dhash(x) for x in images))
     pairs = near_pairs(np.concatenate([*plain, *mirrored]))
     # items n.. are mirror images: drop mirror~mirror (the same pair again) and an image
     # against its own mirror (any symmetric face)
@@ -336,129 +362,169 @@ def _duplicates(splits: dict[str, Split], names: list[str], card: dict[str, Any]
     a, b = pairs[:, 0], pairs[:, 1]
     # ... confirmed by pixel correlation of 16x16 thumbnails, straight or mirrored; two blank
     # (flat) images are near duplicates of each other, though their correlation is undefined
-    thumbs = np.concatenate([thumbnails(splits[s].images) for s in names])
+    thumbs = np.concatenate([thumbnails(x) for x in images])
     mirror_thumbs = thumbs.reshape(n, 16, 16)[:, :, ::-1].reshape(n, -1)
     corr = np.maximum(np.einsum("ij,ij->i", thumbs[a], thumbs[b]), np.einsum("ij,ij->i", thumbs[a], mirror_thumbs[b]))
     flat = ~thumbs.any(axis=1)
-    confirmed = (corr >= NEAR_CORR) | (flat[a] & flat[b]) | (exact[a] == exact[b])
-    a, b = a[confirmed], b[confirmed]
-    shown = exact[a] != exact[b]  # examples show near pairs that are not exact copies (those are listed apart)
+    confirmed = (corr >= NEAR_CORR) | (flat[a] & flat[b]) | (pool.exact[a] == pool.exact[b])
+    return a[confirmed], b[confirmed]
 
-    for k, s in enumerate(names):
-        here = split_of == k
-        sp = card["splits"][s]
+
+def _within_split_duplicates(pool: _Pool, a: np.ndarray, b: np.ndarray, cards: dict[str, dict[str, Any]]) -> None:
+    """Per split: extra exact copies, images with a near twin (per class too), a few example pairs."""
+    exact = pool.exact
+    shown = exact[a] != exact[b]  # examples show near pairs that are not exact copies (those are listed apart)
+    for k, s in enumerate(pool.names):
+        here = pool.split_of == k
+        sp = cards[s]
         sp["exact_duplicates"] = int(here.sum() - len(np.unique(exact[here])))  # extra copies
         same = here[a] & here[b]
-        twin = np.zeros(n, dtype=bool)
+        twin = np.zeros(pool.n, dtype=bool)
         twin[a[same]] = True
         twin[b[same]] = True
         sp["near_duplicates"] = int(twin[here].sum())  # images with a twin, both of each pair counted
-        sp["near_duplicates_by_class"] = dict(zip(CLASSES, np.bincount(labels[twin], minlength=len(CLASSES)).tolist()))
-        sp["near_duplicate_examples"] = [f"{name(a[p])} ~ {name(b[p])}"
+        sp["near_duplicates_by_class"] = dict(zip(CLASSES, np.bincount(pool.labels[twin],
+                                                                       minlength=len(CLASSES)).tolist()))
+        sp["near_duplicate_examples"] = [f"{pool.name(a[p])} ~ {pool.name(b[p])}"
                                          for p in np.flatnonzero(same & shown)[:_EXAMPLES]]
 
-    # across splits: how many images of the later split have a copy in the earlier one
+
+def _cross_split_overlap(pool: _Pool, a: np.ndarray, b: np.ndarray) -> dict[str, dict[str, Any]]:
+    """{"first&second": ...} per pair of splits: how many images of the later split have a copy in the earlier."""
+    exact, names = pool.exact, pool.names
+    shown = exact[a] != exact[b]
+    overlap = {}
     for i, first in enumerate(names):
         for j in range(i + 1, len(names)):
             second = names[j]
-            in_first, in_second = split_of == i, split_of == j
+            in_first, in_second = pool.split_of == i, pool.split_of == j
             exact_hit = in_second & np.isin(exact, exact[in_first])
             cross = (in_first[a] & in_second[b]) | (in_first[b] & in_second[a])
             lo, hi = np.minimum(a[cross], b[cross]), np.maximum(a[cross], b[cross])  # lo in first, hi in second
             first_of = {e: t for t, e in reversed(list(zip(np.flatnonzero(in_first), exact[in_first])))}
-            card["overlap"][f"{first}&{second}"] = {
+            overlap[f"{first}&{second}"] = {
                 "exact": int(exact_hit.sum()),
                 "near": len(np.unique(hi)),
-                "of": len(splits[second]),
-                "exact_examples": [f"{name(first_of[exact[t]])} == {name(t)}"
+                "of": len(pool.splits[second]),
+                "exact_examples": [f"{pool.name(first_of[exact[t]])} == {pool.name(t)}"
                                    for t in np.flatnonzero(exact_hit)[:_EXAMPLES]],
-                "near_examples": [f"{name(x)} ~ {name(y)}"
+                "near_examples": [f"{pool.name(x)} ~ {pool.name(y)}"
                                   for x, y in zip(lo[shown[cross]], hi[shown[cross]])][:_EXAMPLES],
             }
+    return overlap
 
 
 def _checks(card: dict[str, Any]) -> list[dict[str, Any]]:
     """Compare train with val+test pooled; one warning dict per problem found."""
     tr, ev = card["splits"]["train"], card["splits"][EVAL]
-    out = []
+    return [*_check_sharpness(tr, ev), *_check_pixels(tr, ev), *_check_sizes(tr, ev),
+            *_check_class_balance(card["classes"], tr, ev), *_check_leakage(card["overlap"]),
+            *_check_duplicates(card["splits"])]
 
-    def warn(check: str, message: str, train: Any, eval_: Any, threshold: Any) -> None:
-        out.append({"check": check, "message": message, "train": train, "eval": eval_, "threshold": threshold})
 
-    # sharpness: a blurred (or sharpened, or resampled) copy of one side
+def _warning(check: str, message: str, train: Any, eval_: Any, threshold: Any) -> dict[str, Any]:
+    return {"check": check, "message": message, "train": train, "eval": eval_, "threshold": threshold}
+
+
+def _check_sharpness(tr: dict[str, Any], ev: dict[str, Any]) -> list[dict[str, Any]]:
+    """A blurred (or sharpened, or resampled) copy of one side."""
     t_med, e_med = tr["sharpness"]["median"], ev["sharpness"]["median"]
-    if t_med is not None and e_med is not None:
-        r = (t_med + SHARPNESS_FLOOR) / (e_med + SHARPNESS_FLOOR)
-        if not 1 / SHARPNESS_RATIO <= r <= SHARPNESS_RATIO:
-            what = "blurred or upsampled" if r < 1 else "sharpened or noisier (or the evaluation images blurred)"
-            warn("sharpness", f"median sharpness (3x3 Laplacian variance) is {t_med:g} in train vs {e_med:g} in "
-                 f"{EVAL} (ratio {r:.3g}, allowed {1 / SHARPNESS_RATIO:g}..{SHARPNESS_RATIO:g}): the training images "
-                 f"look {what}, so the model learns from different-looking pictures than it is tested on",
-                 t_med, e_med, SHARPNESS_RATIO)
+    if t_med is None or e_med is None:
+        return []
+    r = (t_med + SHARPNESS_FLOOR) / (e_med + SHARPNESS_FLOOR)
+    if 1 / SHARPNESS_RATIO <= r <= SHARPNESS_RATIO:
+        return []
+    what = "blurred or upsampled" if r < 1 else "sharpened or noisier (or the evaluation images blurred)"
+    return [_warning("sharpness", f"median sharpness (3x3 Laplacian variance) is {t_med:g} in train vs {e_med:g} in "
+                     f"{EVAL} (ratio {r:.3g}, allowed {1 / SHARPNESS_RATIO:g}..{SHARPNESS_RATIO:g}): the training "
+                     f"images look {what}, so the model learns from different-looking pictures than it is tested on",
+                     t_med, e_med, SHARPNESS_RATIO)]
 
-    # brightness and contrast
-    if tr["pixel_mean"] is not None and ev["pixel_mean"] is not None:
-        d = tr["pixel_mean"] - ev["pixel_mean"]
-        if abs(d) > MEAN_DIFF:
-            warn("pixel_mean", f"mean grey level is {tr['pixel_mean']:.1f} in train vs {ev['pixel_mean']:.1f} in "
-                 f"{EVAL} ({d:+.1f}, allowed +-{MEAN_DIFF:g}): one side was brightened, darkened or normalised "
-                 "differently", tr["pixel_mean"], ev["pixel_mean"], MEAN_DIFF)
-        r = tr["pixel_std"] / ev["pixel_std"] if ev["pixel_std"] else float("inf")
-        if not 1 / STD_RATIO <= r <= STD_RATIO:
-            warn("pixel_std", f"pixel std is {tr['pixel_std']:.1f} in train vs {ev['pixel_std']:.1f} in {EVAL} "
-                 f"(ratio {r:.2f}, allowed {1 / STD_RATIO:.2f}..{STD_RATIO:g}): one side's contrast was stretched "
-                 "or squashed", tr["pixel_std"], ev["pixel_std"], STD_RATIO)
 
-    # sizes: on disk when the loader knows them (it resizes to 48x48), else as stored
+def _check_pixels(tr: dict[str, Any], ev: dict[str, Any]) -> list[dict[str, Any]]:
+    """Brightness and contrast."""
+    if tr["pixel_mean"] is None or ev["pixel_mean"] is None:
+        return []
+    out = []
+    d = tr["pixel_mean"] - ev["pixel_mean"]
+    if abs(d) > MEAN_DIFF:
+        out.append(_warning("pixel_mean", f"mean grey level is {tr['pixel_mean']:.1f} in train vs "
+                            f"{ev['pixel_mean']:.1f} in {EVAL} ({d:+.1f}, allowed +-{MEAN_DIFF:g}): one side was "
+                            "brightened, darkened or normalised differently", tr["pixel_mean"], ev["pixel_mean"],
+                            MEAN_DIFF))
+    r = tr["pixel_std"] / ev["pixel_std"] if ev["pixel_std"] else float("inf")
+    if not 1 / STD_RATIO <= r <= STD_RATIO:
+        out.append(_warning("pixel_std", f"pixel std is {tr['pixel_std']:.1f} in train vs {ev['pixel_std']:.1f} in "
+                            f"{EVAL} (ratio {r:.2f}, allowed {1 / STD_RATIO:.2f}..{STD_RATIO:g}): one side's contrast "
+                            "was stretched or squashed", tr["pixel_std"], ev["pixel_std"], STD_RATIO))
+    return out
+
+
+def _check_sizes(tr: dict[str, Any], ev: dict[str, Any]) -> list[dict[str, Any]]:
+    """Image sizes: on disk when the loader knows them (it resizes to 48x48), else as stored."""
     key = "disk_sizes" if tr["disk_sizes"] is not None and ev["disk_sizes"] is not None else "stored_sizes"
     t_sizes, e_sizes = tr[key], ev[key]
     t_odd = sum(v for k, v in t_sizes.items() if k not in e_sizes) / max(tr["count"], 1)
     e_odd = sum(v for k, v in e_sizes.items() if k not in t_sizes) / max(ev["count"], 1)
-    if max(t_odd, e_odd) > SIZE_MISMATCH_FRACTION:
-        warn("image_size", f"image sizes {'on disk' if key == 'disk_sizes' else 'as stored'} differ: train "
-             f"{_sizes_text(t_sizes)}, {EVAL} {_sizes_text(e_sizes)} ({100 * t_odd:.1f}% of train and "
-             f"{100 * e_odd:.1f}% of {EVAL} at a size the other lacks, allowed {100 * SIZE_MISMATCH_FRACTION:g}%): "
-             "one side was resampled", t_sizes, e_sizes, SIZE_MISMATCH_FRACTION)
+    if max(t_odd, e_odd) <= SIZE_MISMATCH_FRACTION:
+        return []
+    return [_warning("image_size", f"image sizes {'on disk' if key == 'disk_sizes' else 'as stored'} differ: train "
+                     f"{_sizes_text(t_sizes)}, {EVAL} {_sizes_text(e_sizes)} ({100 * t_odd:.1f}% of train and "
+                     f"{100 * e_odd:.1f}% of {EVAL} at a size the other lacks, allowed "
+                     f"{100 * SIZE_MISMATCH_FRACTION:g}%): one side was resampled", t_sizes, e_sizes,
+                     SIZE_MISMATCH_FRACTION)]
 
-    # class balance: a class padded (augmented, oversampled) or thinned in one side only
+
+def _check_class_balance(classes: list[str], tr: dict[str, Any], ev: dict[str, Any]) -> list[dict[str, Any]]:
+    """A class padded (augmented, oversampled) or thinned in one side only."""
     t_share = {c: n / max(tr["count"], 1) for c, n in tr["class_counts"].items()}
     e_share = {c: n / max(ev["count"], 1) for c, n in ev["class_counts"].items()}
-    off = [(c, t_share[c] / e_share[c]) for c in card["classes"]
+    off = [c for c in classes
            if min(tr["class_counts"][c], ev["class_counts"][c]) >= CLASS_MIN
            and not 1 / CLASS_SHARE_RATIO <= t_share[c] / e_share[c] <= CLASS_SHARE_RATIO]
-    if off:
-        detail = ", ".join(f"{c} {100 * t_share[c]:.1f}% of train vs {100 * e_share[c]:.1f}% of {EVAL}" for c, _ in off)
-        warn("class_balance", f"class shares differ by more than {CLASS_SHARE_RATIO:g}x: {detail}: a class was "
-             "padded with (augmented) copies or thinned out on one side", {c: round(t_share[c], 4) for c, _ in off},
-             {c: round(e_share[c], 4) for c, _ in off}, CLASS_SHARE_RATIO)
+    if not off:
+        return []
+    detail = ", ".join(f"{c} {100 * t_share[c]:.1f}% of train vs {100 * e_share[c]:.1f}% of {EVAL}" for c in off)
+    return [_warning("class_balance", f"class shares differ by more than {CLASS_SHARE_RATIO:g}x: {detail}: a class "
+                     "was padded with (augmented) copies or thinned out on one side",
+                     {c: round(t_share[c], 4) for c in off}, {c: round(e_share[c], 4) for c in off},
+                     CLASS_SHARE_RATIO)]
 
-    # leakage: evaluation images that are also training images
-    pairs = [p for p in card["overlap"] if p.startswith("train&")]
-    n_eval = sum(card["overlap"][p]["of"] for p in pairs)
+
+def _check_leakage(overlap: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Evaluation images that are also training images (identical, or near duplicates)."""
+    pairs = [p for p in overlap if p.startswith("train&")]
+    n_eval = sum(overlap[p]["of"] for p in pairs)
+    out = []
     for kind, limit in (("exact", LEAK_FRACTION), ("near", NEAR_LEAK_FRACTION)):
-        shared = sum(card["overlap"][p][kind] for p in pairs)
+        shared = sum(overlap[p][kind] for p in pairs)
         if n_eval and shared / n_eval > limit:
-            detail = ", ".join(f"{p.replace('&', ' ∩ ')}: {card['overlap'][p][kind]}" for p in pairs)
+            detail = ", ".join(f"{p.replace('&', ' ∩ ')}: {overlap[p][kind]}" for p in pairs)
             what = "identical to" if kind == "exact" else "near duplicates of"
-            warn(f"leakage_{kind}", f"{shared} of {n_eval} {EVAL} images ({100 * shared / n_eval:.1f}%, allowed "
-                 f"{100 * limit:g}%) are {what} training images ({detail}): test accuracy overstates accuracy on "
-                 "unseen faces", shared, n_eval, limit)
+            out.append(_warning(f"leakage_{kind}", f"{shared} of {n_eval} {EVAL} images ({100 * shared / n_eval:.1f}%, "
+                                f"allowed {100 * limit:g}%) are {what} training images ({detail}): test accuracy "
+                                "overstates accuracy on unseen faces", shared, n_eval, limit))
+    return out
 
-    # within-split duplicates: augmented or repeated copies mixed in
-    for s in (x for x in SPLITS if x in card["splits"]):
-        sp = card["splits"][s]
+
+def _check_duplicates(splits: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Within-split duplicates: augmented or repeated copies mixed in."""
+    out = []
+    for s in (x for x in SPLITS if x in splits):
+        sp = splits[s]
         share = sp["near_duplicates"] / max(sp["count"], 1)
         classes = sorted(((c, sp["near_duplicates_by_class"][c] / n) for c, n in sp["class_counts"].items()
                           if n >= CLASS_MIN and sp["near_duplicates_by_class"][c] / n > CLASS_DUP_FRACTION),
                          key=lambda x: -x[1])
         if share > WITHIN_DUP_FRACTION or classes:
             worst = ", ".join(f"{c} {100 * f:.0f}%" for c, f in classes)
-            warn("duplicates", f"{sp['near_duplicates']} of {sp['count']} {s} images ({100 * share:.1f}%, allowed "
-                 f"{100 * WITHIN_DUP_FRACTION:g}%) have a near or exact twin in {s} ({sp['exact_duplicates']} exact "
-                 f"extra copies)" + (f"; over {100 * CLASS_DUP_FRACTION:g}% of a class: {worst}" if worst else "")
-                 + ": augmented or repeated copies are mixed in",
-                 round(share, 4) if s == "train" else None, round(share, 4) if s != "train" else None,
-                 WITHIN_DUP_FRACTION)
+            out.append(_warning(
+                "duplicates", f"{sp['near_duplicates']} of {sp['count']} {s} images ({100 * share:.1f}%, allowed "
+                f"{100 * WITHIN_DUP_FRACTION:g}%) have a near or exact twin in {s} ({sp['exact_duplicates']} exact "
+                f"extra copies)" + (f"; over {100 * CLASS_DUP_FRACTION:g}% of a class: {worst}" if worst else "")
+                + ": augmented or repeated copies are mixed in",
+                round(share, 4) if s == "train" else None, round(share, 4) if s != "train" else None,
+                WITHIN_DUP_FRACTION))
     return out
 
 

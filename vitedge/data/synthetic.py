@@ -22,8 +22,11 @@ smooth as 2x supersampling at a quarter of the cost.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
+from vitedge.batching import batch_slices
 from vitedge.data.splits import CLASSES, SPLITS, Split
 
 _CHUNK = 256  # faces rendered at once; bounds memory to a few tens of MB
@@ -109,10 +112,12 @@ def _render(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarr
     scene = {k: v.astype(np.float32) for k, v in scene.items()}
     noise = rng.standard_normal((n, size, size), dtype=np.float32)
     out = np.empty((n, size, size), dtype=np.uint8)
-    for start in range(0, n, _CHUNK):
-        sl = slice(start, start + _CHUNK)
-        out[sl] = _render_chunk(expr[sl], {k: v[sl] for k, v in scene.items()}, noise[sl], size)
+    for chunk in batch_slices(n, _CHUNK):
+        out[chunk] = _render_chunk(expr[chunk], {k: v[chunk] for k, v in scene.items()}, noise[chunk], size)
     return out
+
+
+Coverage = Callable[[np.ndarray], np.ndarray]  # signed distance (negative inside) -> coverage in [0, 1]
 
 
 def _render_chunk(expr: np.ndarray, scene: dict[str, np.ndarray], noise: np.ndarray, size: int) -> np.ndarray:
@@ -126,45 +131,62 @@ def _render_chunk(expr: np.ndarray, scene: dict[str, np.ndarray], noise: np.ndar
     dx, dy = x - s["cx"], y - s["cy"]
     u = (cos * dx + sin * dy) / s["scale"]
     v = (-sin * dx + cos * dy) / s["scale"]
-    au = np.abs(u)
     px = 2.0 / size / s["scale"]  # one pixel in face units: the anti-aliasing width
 
     def cover(dist):
         """Signed distance (negative inside) -> coverage in [0, 1], one pixel of soft edge."""
         return np.clip(0.5 - dist / px, 0.0, 1.0)
 
-    def paint(img, mask, value):
-        img += mask * (value - img)
+    img = np.broadcast_to(s["bg"], u.shape).astype(np.float32)
+    _paint_head(img, u, v, s, cover)
+    _paint_features(img, u, v, p, s["skin"], cover)
 
-    skin, bg = s["skin"], s["bg"]
-    img = np.broadcast_to(bg, u.shape).astype(np.float32)
+    # Lighting gradient across the whole picture.
+    img *= 1.0 + s["light"] * (np.cos(s["light_dir"]) * x + np.sin(s["light_dir"]) * y)
 
-    # Head: an ellipse with rounded shading, and hair above a jittered hairline.
+    # Camera: blur and sensor noise.
+    img += s["blur"] * (_binomial_blur(img) - img)
+    img += noise * s["noise"]
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def _paint(img: np.ndarray, mask: np.ndarray, value: np.ndarray) -> None:
+    img += mask * (value - img)
+
+
+def _paint_head(img: np.ndarray, u: np.ndarray, v: np.ndarray, s: dict[str, np.ndarray], cover: Coverage) -> None:
+    """Head: an ellipse with rounded shading, and hair above a jittered hairline."""
+    skin = s["skin"]
     r = np.sqrt((u / s["face_w"]) ** 2 + (v / 0.8) ** 2)
     face = cover((r - 1.0) * 0.7)
-    paint(img, face, skin * (1.08 - 0.22 * r**2))
+    _paint(img, face, skin * (1.08 - 0.22 * r**2))
     hair = cover((r - 1.05) * 0.7) * cover(v - s["hairline"] + 0.04 * np.cos(u * 6))
-    paint(img, hair, skin * s["hair"])
+    _paint(img, hair, skin * s["hair"])
 
+
+def _paint_features(img: np.ndarray, u: np.ndarray, v: np.ndarray, p: dict[str, np.ndarray], skin: np.ndarray,
+                    cover: Coverage) -> None:
+    """Nose, eyes, brows and mouth, the last three shaped by the expression parameters `p`."""
+    au = np.abs(u)
     # Nose: a soft shadow line and two nostrils, identical for all classes.
-    paint(img, cover(np.abs(u + 0.03) - 0.012) * cover(np.abs(v - 0.06) - 0.11) * 0.35, skin * 0.7)
-    paint(img, cover(np.hypot(au - 0.06, v - 0.2) - 0.025), skin * 0.45)
+    _paint(img, cover(np.abs(u + 0.03) - 0.012) * cover(np.abs(v - 0.06) - 0.11) * 0.35, skin * 0.7)
+    _paint(img, cover(np.hypot(au - 0.06, v - 0.2) - 0.025), skin * 0.45)
 
     # Eyes: dark outline, light sclera, dark iris clipped to the opening.
     ex, ey, ew = 0.25, -0.12, 0.12
     eh = 0.06 * np.maximum(p["eye_open"], 0.15)
     er = np.sqrt(((au - ex) / ew) ** 2 + ((v - ey) / eh) ** 2)
     outline = np.sqrt(((au - ex) / (ew + 0.025)) ** 2 + ((v - ey) / (eh + 0.025)) ** 2)
-    paint(img, cover((outline - 1.0) * eh), skin * 0.35)
+    _paint(img, cover((outline - 1.0) * eh), skin * 0.35)
     sclera = cover((er - 1.0) * eh)
-    paint(img, sclera, np.minimum(skin * 1.25, 250.0))
-    paint(img, sclera * cover(np.hypot(au - ex, v - ey) - 0.055), skin * 0.2)
+    _paint(img, sclera, np.minimum(skin * 1.25, 250.0))
+    _paint(img, sclera * cover(np.hypot(au - ex, v - ey) - 0.055), skin * 0.2)
 
     # Brows: strokes from the inner end (|u| = 0.08) to the outer end (|u| = 0.38).
     t = (au - 0.08) / 0.30
     brow_c = -0.30 + p["brow_y"] + p["brow_tilt"] * (1 - t) - p["brow_arch"] * 4 * t * (1 - t)
     inside_t = cover(np.maximum(-t, t - 1.0) * 0.30)
-    paint(img, inside_t * cover(np.abs(v - brow_c) - 0.028 * (1.2 - 0.4 * t)), skin * 0.3)
+    _paint(img, inside_t * cover(np.abs(v - brow_c) - 0.028 * (1.2 - 0.4 * t)), skin * 0.3)
 
     # Mouth: lips around a curved centre line, dark opening, optional upper teeth.
     mw = np.maximum(p["mouth_w"], 0.08)
@@ -174,19 +196,11 @@ def _render_chunk(expr: np.ndarray, scene: dict[str, np.ndarray], noise: np.ndar
     opening = np.maximum(p["mouth_open"], 0.0) * np.sqrt(span)
     across = np.abs(v - centre)
     within = cover((np.abs(tm) - 1.0) * mw)
-    paint(img, within * cover(across - opening - p["lip"] / 2), skin * 0.55)
+    _paint(img, within * cover(across - opening - p["lip"] / 2), skin * 0.55)
     inner = within * cover(across - opening + p["lip"] * 0.3)
-    paint(img, inner, skin * 0.18)
+    _paint(img, inner, skin * 0.18)
     teeth_edge = centre - opening + np.clip(p["teeth"], 0.0, 1.0) * opening  # band below the upper lip
-    paint(img, inner * cover(v - teeth_edge), np.minimum(skin * 1.2, 245.0))
-
-    # Lighting gradient across the whole picture.
-    img *= 1.0 + s["light"] * (np.cos(s["light_dir"]) * x + np.sin(s["light_dir"]) * y)
-
-    # Camera: blur and sensor noise.
-    img += s["blur"] * (_binomial_blur(img) - img)
-    img += noise * s["noise"]
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    _paint(img, inner * cover(v - teeth_edge), np.minimum(skin * 1.2, 245.0))
 
 
 def _binomial_blur(img: np.ndarray) -> np.ndarray:

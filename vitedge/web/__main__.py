@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vitedge.web.server import App, ModelError, check_vendored, make_server, resolve_model
+
 EXIT_OK, EXIT_SERVE_ERROR, EXIT_MODEL_ERROR = 0, 2, 3
 
 
@@ -32,8 +34,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from vitedge.web.server import App, ModelError, check_vendored, make_server, resolve_model
-
     try:
         art, meta = resolve_model(args.model)
         check_vendored()

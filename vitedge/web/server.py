@@ -24,19 +24,22 @@ import http.server
 import inspect
 import json
 import posixpath
+import sys
 import threading
 import urllib.parse
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import PIL
+
+from vitedge import infer
+
 STATIC = Path(__file__).resolve().parent / "static"
 ORT_DIR = STATIC / "vendor" / "onnxruntime-web"
 ORT_WASM_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 ORT_WEBGPU_FILES = ("ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm")
-CASCADE_NAME = "haarcascade_frontalface_default"
-# detectMultiScale's settings in vitedge.infer.detect_faces
-SCALE_FACTOR, MIN_NEIGHBORS = 1.1, 5
+CASCADE_NAME = infer.CASCADE_NAME
 ONNX_PRECISION_ORDER = ("int8", "fp32", "fp16")  # in a folder of artefacts: the smallest that runs everywhere
 
 ISOLATION_HEADERS = {
@@ -56,10 +59,8 @@ def resolve_model(path: str | Path | None) -> tuple[Path, dict[str, Any]]:
 
     `path`: an ONNX artefact folder, its model.onnx or meta.json, or a model folder holding
     artefacts (the ONNX one is used; int8 first); None: the model shipped with vitedge."""
-    from vitedge.infer import packaged_model
-
     if path is None:
-        shipped = packaged_model()
+        shipped = infer.packaged_model()
         if shipped is None:
             raise ModelError("no model given and none is shipped with this vitedge install: pass --model "
                              "ARTEFACT (an ONNX artefact folder, e.g. results/default/artefacts/student/onnx-int8)")
@@ -93,8 +94,8 @@ def resolve_model(path: str | Path | None) -> tuple[Path, dict[str, Any]]:
 
 
 def _read_artefact(path: Path) -> tuple[Path, dict[str, Any]]:
-    """An artefact folder (or its model file / meta.json) -> (folder, meta); the checks vitedge.export's
-    read_meta makes, without importing the exporters."""
+    """An artefact folder (or its model file / meta.json) -> (folder, meta), checked much as
+    vitedge.artefact.read_meta checks it, but each failure is a ModelError saying what to pass instead."""
     art = path.parent if path.is_file() else path
     meta_path = art / "meta.json"
     if not meta_path.is_file():
@@ -120,9 +121,7 @@ def _read_artefact(path: Path) -> tuple[Path, dict[str, Any]]:
 # --------------------------------------------------------------------------- the face detector
 def cascade_path() -> Path:
     """OpenCV's frontal-face Haar cascade, the file vitedge.infer loads."""
-    import cv2
-
-    return Path(cv2.data.haarcascades) / f"{CASCADE_NAME}.xml"
+    return infer.cascade_path()
 
 
 def cascade_json(path: str | Path | None = None) -> dict[str, Any]:
@@ -158,17 +157,13 @@ def cascade_json(path: str | Path | None = None) -> dict[str, Any]:
 # --------------------------------------------------------------------------- what the page is told
 def page_config(meta: dict[str, Any], margin: float | None = None, min_face: int | None = None) -> dict[str, Any]:
     """vitedge.infer's settings, read from vitedge.infer itself so the two cannot drift apart."""
-    import PIL
-
-    from vitedge import infer
-
     margin = inspect.signature(infer.crop_face).parameters["margin"].default if margin is None else margin
     min_face = inspect.signature(infer.detect_faces).parameters["min_face"].default if min_face is None else min_face
     return {
         "model": {"meta": "model/meta.json", "file": f"model/{meta['file']}", "name": meta.get("model_name", ""),
                   "format": meta["format"], "precision": meta["precision"]},
-        "detector": {"cascade": f"detector/{CASCADE_NAME}.json", "scale_factor": SCALE_FACTOR,
-                     "min_neighbors": MIN_NEIGHBORS, "min_face": min_face, "max_side": infer.DETECT_MAX_SIDE},
+        "detector": {"cascade": f"detector/{CASCADE_NAME}.json", "scale_factor": infer.SCALE_FACTOR,
+                     "min_neighbors": infer.MIN_NEIGHBORS, "min_face": min_face, "max_side": infer.DETECT_MAX_SIDE},
         "margin": margin,
         "top_k": infer.TOP_K,
         # Pillow >= 13 resizes vertically first when the height shrinks much more than the width
@@ -272,8 +267,6 @@ class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
     def handle_error(self, request, client_address) -> None:
-        import sys
-
         if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
             return  # the browser dropped a request (a reload, a cancelled fetch): nothing to report
         super().handle_error(request, client_address)
