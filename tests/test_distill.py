@@ -121,7 +121,7 @@ def test_student_heads_train_as_a_pair_and_average_in_eval():
 
 # --------------------------------------------------------------------------- CLI and report
 def test_cli_distills_and_writes_the_report(tmp_path, synthetic_splits, capsys):
-    from vitedge.distill import main
+    from vitedge.distill.__main__ import main
 
     data = tmp_path / "data"
     save_splits(data, synthetic_splits, {"kind": "synthetic"})

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vitedge import infer
+from vitedge import artefact, infer
 from vitedge.checkpoints import save_model
 from vitedge.data import CLASSES
 from vitedge.export import common
@@ -172,7 +172,7 @@ def test_model_problems(capsys, ckpt, photos, tmp_path, monkeypatch):
     art.mkdir(parents=True)
     (art / "model-x.engine").write_bytes(b"\0")
     _, info = common.load_source(ckpt)
-    common.write_meta(art, "tensorrt", "fp16", "model-x.engine", info, 0.0, engine_key={"key": "x"})
+    artefact.write_meta(art, "tensorrt", "fp16", "model-x.engine", info, 0.0, engine_key={"key": "x"})
     code, _, err = _run(capsys, "--model", art, photos / "astronaut.png")
     assert code == infer.EXIT_MODEL_ERROR and "TensorRT" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1

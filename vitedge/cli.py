@@ -1,4 +1,6 @@
-"""What the training-stage commands (train, pretrain, distill) share: arguments, data, finishing up.
+"""What the training-stage commands (train, pretrain, distill) share: arguments, the model and its
+preprocessing, data, finishing up. It is glue on top of the engine (`vitedge.train`): the stage
+commands (`vitedge/<stage>/__main__.py`) import it; the engine and the stages' own modules never do.
 
 Every stage takes the same shape of command, so a Snakemake rule is one line:
 
@@ -19,10 +21,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
+from torch import nn
+
+from vitedge import checkpoints
+from vitedge.cnn import PRESETS as CNN_PRESETS
 from vitedge.data import DatasetError, Split, load_splits
 from vitedge.data.datacard import warn_from_datacard
-from vitedge.io import write_json
+from vitedge.io import atomic_path, write_json
+from vitedge.model import create_model
 from vitedge.preprocess import Preprocess
+from vitedge.train import evaluate
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -64,8 +72,6 @@ def resolve(args: argparse.Namespace, config_cls: type) -> argparse.Namespace:
 def _check_arch(model_spec: dict) -> None:
     """`arch` says which model family a preset must come from: a CNN preset under arch vit (or the
     reverse) is a config mistake, not something to guess around."""
-    from vitedge.cnn import PRESETS as CNN_PRESETS
-
     arch = model_spec.get("arch", "vit")
     is_cnn = model_spec["preset"] in CNN_PRESETS
     if arch not in ("vit", "cnn") or (arch == "cnn") != is_cnn:
@@ -73,25 +79,32 @@ def _check_arch(model_spec: dict) -> None:
                          f"(cnn presets: {', '.join(CNN_PRESETS)}; every other preset is a vit)")
 
 
-def load_stage_data(data_dir: Path, model_spec: dict) -> tuple[dict[str, Split], Preprocess]:
-    from vitedge.model import get_config
-
+def load_stage_data(data_dir: Path) -> dict[str, Split]:
     splits = load_splits(data_dir)
     warn_from_datacard(data_dir)  # a training split unlike the test data is said again, before training
-    img_size = model_spec.get("overrides", {}).get("img_size", get_config(model_spec["preset"]).img_size)
-    pre = Preprocess(img_size=img_size, **model_spec.get("preprocess", {}))
-    return splits, pre
+    return splits
 
 
-def finish_stage(args: argparse.Namespace, result: dict, splits: dict[str, Split], pre: Preprocess, d: Any) -> dict:
+def build_stage_model(model_spec: dict, init: str | None = None) -> nn.Module:
+    """The model a stage trains, built once from its spec (seed first: see `train.seed_everything`),
+    optionally starting from `init` (vitedge, torchvision or timm weights)."""
+    model = create_model(model_spec["preset"], **model_spec.get("overrides", {}))
+    if init:
+        checkpoints.import_pretrained(init, model)
+    return model
+
+
+def preprocess_for(model: nn.Module, model_spec: dict) -> Preprocess:
+    """The preprocessing a model takes: its input size comes from its own config (as timm keeps input
+    size and normalisation beside each model); the spec's `preprocess` may set mean/std/resize."""
+    return Preprocess(img_size=model.cfg.img_size, **model_spec.get("preprocess", {}))
+
+
+def finish_stage(args: argparse.Namespace, result: dict, splits: dict[str, Split], pre: Preprocess) -> dict:
     """Copy the best checkpoint to --out (atomically) and write <out>.json with its scores.
 
     The test split is scored for the record only; the model was chosen on validation.
     """
-    from vitedge import checkpoints
-    from vitedge.io import atomic_path
-    from vitedge.train import evaluate
-
     model, info = checkpoints.load_model(result["best_path"])
     scores = {name: evaluate(model, splits[name], pre) for name in ("val", "test")}
     with atomic_path(args.out) as tmp:

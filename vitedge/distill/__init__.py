@@ -14,7 +14,6 @@ FLOPs, CPU latency at batch 1) as Markdown plus the same numbers as JSON beside 
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +23,14 @@ import torch
 from torch import nn
 
 from vitedge import checkpoints
+from vitedge.bench import measure
 from vitedge.data import CLASSES, Split
 from vitedge.data.datasets import class_weights
-from vitedge.losses import DISTILLATION_TYPES, DistillationLoss, TeacherInput
+from vitedge.io import atomic_write_text, write_json
+from vitedge.losses import DistillationLoss, TeacherInput
 from vitedge.model import VisionTransformer, flops_per_image
 from vitedge.preprocess import Preprocess
+from vitedge.sysinfo import describe, machine_info
 from vitedge.train import Dist, SupervisedLoss, TrainConfig, evaluate, fit
 
 log = logging.getLogger("vitedge.distill")
@@ -72,8 +74,6 @@ LATENCY_THREADS = 1  # on a shared 2-core host two OpenMP threads stall behind o
 @torch.inference_mode()
 def cpu_latency_ms(model: VisionTransformer, threads: int = LATENCY_THREADS) -> float:
     """Median wall time of one eval forward pass on the CPU, with the shared bench protocol."""
-    from vitedge.bench import measure
-
     model = model.eval().cpu()
     x = torch.zeros(1, model.cfg.in_chans, model.cfg.img_size, model.cfg.img_size)
     before = torch.get_num_threads()
@@ -100,9 +100,6 @@ def model_card(model: VisionTransformer, splits: dict[str, Split], pre: Preproce
 def write_report(path: str | Path, teacher: VisionTransformer, student: VisionTransformer, splits: dict[str, Split],
                  teacher_pre: Preprocess, student_pre: Preprocess, cfg: DistillConfig) -> dict:
     """`path` (Markdown) and `path` with .json: teacher vs student."""
-    from vitedge.io import atomic_write_text, write_json
-    from vitedge.sysinfo import describe, machine_info
-
     rows = {"teacher": model_card(teacher, splits, teacher_pre), "student": model_card(student, splits, student_pre)}
     t, s = rows["teacher"], rows["student"]
     report: dict[str, Any] = {"distillation": {"type": cfg.distillation_type, "alpha": cfg.alpha, "tau": cfg.tau, "epochs": cfg.epochs},
@@ -127,47 +124,3 @@ def write_report(path: str | Path, teacher: VisionTransformer, student: VisionTr
     atomic_write_text(path, "\n".join(lines))
     write_json(Path(path).with_suffix(".json"), report)
     return report
-
-
-# --------------------------------------------------------------------------- CLI
-def main(argv: list[str] | None = None) -> int:
-    from vitedge.cli import add_common_args, finish_stage, load_stage_data, resolve, run_cli
-    from vitedge.io import sha256_file
-    from vitedge.train import build_model, seed_everything, setup_distributed
-
-    p = argparse.ArgumentParser(prog="python -m vitedge.distill", description="DeiT distillation of a student ViT.")
-    add_common_args(p, default_stage="distill")
-    p.add_argument("--teacher", required=True, type=Path, help="vitedge checkpoint of the (fine-tuned) teacher")
-    p.add_argument("--init", help="checkpoint to start the student from (default: random, as in DeiT)")
-    p.add_argument("--distillation-type", choices=DISTILLATION_TYPES)
-    p.add_argument("--alpha", type=float)
-    p.add_argument("--tau", type=float)
-    p.add_argument("--report", type=Path, help="write the teacher-vs-student table here (Markdown + .json)")
-    args = resolve(p.parse_args(argv), DistillConfig)
-    cfg: DistillConfig = args.stage_config
-    for key in ("distillation_type", "alpha", "tau"):
-        if getattr(args, key) is not None:
-            setattr(cfg, key, getattr(args, key))
-
-    def run() -> None:
-        d = setup_distributed(args.device)
-        seed_everything(cfg.seed, cfg.deterministic, cfg.threads)
-        splits, pre = load_stage_data(args.data, args.model_spec)
-        teacher, teacher_pre, _ = load_teacher(args.teacher)
-        cfg.teacher_sha256 = sha256_file(args.teacher)
-        student = build_model(args.model_spec["preset"], args.model_spec.get("overrides"), args.init)
-        result = distill(student, teacher.to(d.device), splits["train"], splits["val"], pre, cfg, args.work_dir,
-                         teacher_pre, resume=args.resume, dist_env=d,
-                         meta={"teacher": str(args.teacher), "init": args.init, "data": str(args.data)})
-        if d.main:
-            finish_stage(args, result, splits, pre, d)
-            if args.report:
-                best, _ = checkpoints.load_model(args.out)
-                write_report(args.report, teacher.cpu(), best, splits, teacher_pre, pre, cfg)
-                print(f"distill: report -> {args.report}")
-
-    return run_cli(run)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

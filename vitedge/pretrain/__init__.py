@@ -14,21 +14,21 @@ Every method writes the same thing: a vitedge model checkpoint that `train.py --
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from vitedge import checkpoints
 from vitedge.data import CLASSES, DatasetError, Split
 from vitedge.data.augment import BatchAugment
 from vitedge.model import Block, VisionTransformer, create_model
-from vitedge.preprocess import Preprocess
-from vitedge.train import TrainConfig, _autocast, fit, run_loop, seed_everything
+from vitedge.preprocess import Preprocess, to_gray_uint8
+from vitedge.train import TrainConfig, autocast, fit, run_loop
 
 log = logging.getLogger("vitedge.pretrain")
 
@@ -134,7 +134,7 @@ def pretrain_mae(model: VisionTransformer, splits: dict[str, Split], pre: Prepro
     mae = MAE(model, cfg.mask_ratio, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads, cfg.norm_pix_loss)
 
     def step_loss(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        with _autocast(cfg, images.device):
+        with autocast(cfg, images.device):
             return net(images)
 
     def validate(device: torch.device) -> dict:
@@ -152,10 +152,6 @@ def pretrain_mae(model: VisionTransformer, splits: dict[str, Split], pre: Prepro
 def read_image_folder(root: str | Path, size: int, seed: int = 0, val_fraction: float = 0.1
                       ) -> tuple[Split, Split, list[str]]:
     """`<root>/<class>/*` images -> (train, val, class names), grayscale at `size`, val stratified."""
-    from PIL import Image, UnidentifiedImageError
-
-    from vitedge.preprocess import to_gray_uint8
-
     root = Path(root)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     if len(classes) < 2:
@@ -191,60 +187,3 @@ def pretrain_supervised(model: VisionTransformer, pre: Preprocess, cfg: Pretrain
                  meta={"method": "supervised", "source": cfg.source, "pretrain_classes": classes},
                  dist_env=dist_env, classes=classes)
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    from vitedge.cli import add_common_args, load_stage_data, resolve, run_cli
-    from vitedge.io import atomic_path, write_json
-    from vitedge.train import setup_distributed
-
-    p = argparse.ArgumentParser(prog="python -m vitedge.pretrain", description="Pretrain the teacher's encoder.")
-    add_common_args(p, default_stage="pretrain")
-    p.add_argument("--method", choices=METHODS)
-    p.add_argument("--source", help="image folder (supervised) or checkpoint (import)")
-    args = resolve(p.parse_args(argv), PretrainConfig)
-    cfg: PretrainConfig = args.stage_config
-    cfg.method = args.method or cfg.method
-    cfg.source = args.source or cfg.source
-    if cfg.method not in METHODS:
-        p.error(f"--method must be one of {', '.join(METHODS)}")
-
-    def run() -> None:
-        d = setup_distributed(args.device)
-        seed_everything(cfg.seed, cfg.deterministic, cfg.threads)
-        splits, pre = load_stage_data(args.data, args.model_spec)
-        model = create_model(args.model_spec["preset"], **args.model_spec.get("overrides", {}))
-        summary = {"method": cfg.method, "model": args.model_spec, "params": model.num_params()}
-        if cfg.method == "mae":
-            result = pretrain_mae(model, splits, pre, cfg, args.work_dir, args.resume, d)
-            best_path = Path(result["best_path"])
-            summary.update(best=result["best"], history=result["history"])
-        elif cfg.method == "supervised":
-            result = pretrain_supervised(model, pre, cfg, args.work_dir, args.resume, d)
-            checkpoints.import_pretrained(result["best_path"], model)  # keep the encoder, the FER head stays fresh
-            best_path = None
-            summary.update(best=result["best"], history=result["history"])
-        elif cfg.method == "import":
-            if not cfg.source:
-                raise ValueError("pretrain.method 'import' needs pretrain.source: a checkpoint file")
-            checkpoints.import_pretrained(cfg.source, model)
-            best_path, summary["source"] = None, cfg.source
-        else:
-            best_path = None
-        if not d.main:
-            return
-        if best_path is None:
-            checkpoints.save_model(args.out, model, pre, list(CLASSES), {"stage": "pretrain", "method": cfg.method})
-        else:
-            import shutil
-
-            with atomic_path(args.out) as tmp:
-                shutil.copyfile(best_path, tmp)
-        write_json(args.out.with_suffix(".json"), summary)
-        print(f"pretrain ({cfg.method}) -> {args.out}")
-
-    return run_cli(run)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

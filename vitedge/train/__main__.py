@@ -1,0 +1,41 @@
+"""`python -m vitedge.train`: supervised fine-tuning on FER (the stage command; the engine is
+`vitedge.train`, the argument handling shared by the stages is `vitedge.cli`)."""
+from __future__ import annotations
+
+import argparse
+
+from vitedge.cli import (
+    add_common_args,
+    build_stage_model,
+    finish_stage,
+    load_stage_data,
+    preprocess_for,
+    resolve,
+    run_cli,
+)
+from vitedge.train import TrainConfig, fit, seed_everything, setup_distributed
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vitedge.train", description="Supervised fine-tuning on FER.")
+    add_common_args(p)
+    p.add_argument("--init", help="checkpoint to start from (vitedge, torchvision or timm weights)")
+    args = resolve(p.parse_args(argv), TrainConfig)
+
+    def run() -> None:
+        d = setup_distributed(args.device)
+        cfg = args.stage_config
+        seed_everything(cfg.seed, cfg.deterministic, cfg.threads)  # before the model: its init draws from the seed
+        splits = load_stage_data(args.data)
+        model = build_stage_model(args.model_spec, args.init)
+        pre = preprocess_for(model, args.model_spec)
+        result = fit(model, splits["train"], splits["val"], pre, cfg, args.work_dir, resume=args.resume,
+                     stage=args.stage, meta={"init": args.init, "data": str(args.data)}, dist_env=d)
+        if d.main:
+            finish_stage(args, result, splits, pre)
+
+    return run_cli(run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
