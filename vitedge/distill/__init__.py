@@ -14,7 +14,6 @@ FLOPs, CPU latency at batch 1) as Markdown plus the same numbers as JSON beside 
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,6 @@ from vitedge.model import VisionTransformer, flops_per_image
 from vitedge.preprocess import Preprocess
 from vitedge.sysinfo import describe, machine_info
 from vitedge.train import Dist, SupervisedLoss, TrainConfig, evaluate, fit
-
-log = logging.getLogger("vitedge.distill")
 
 
 @dataclass

@@ -6,8 +6,8 @@ Variants (the gate keeps the fastest that passes):
   constant weights only, so attention's activation-by-activation products stay float.
 - `static-<calib>`: QDQ, int8 per-channel weights, uint8 activations (u8s8: what x86 VNNI
   kernels want), ranges calibrated once on training images (MinMax / Percentile / Entropy) and
-  cached, so the sensitivity search re-uses them. MatMul/Gemm/Conv only: FINDINGS measured that
-  quantising every op of a ViT (Softmax, LayerNorm, GELU, residual Adds) wrecks it.
+  cached, so the sensitivity search re-uses them. MatMul/Gemm/Conv only: quantising every op of
+  a ViT (Softmax, LayerNorm, GELU, residual Adds) wrecks it (`static-all` below shows it).
 - `static-all-<calib>`: every op ORT can quantise. Opt-in (`quantize.variants`): the deliberately
   sensitive configuration the fallback exists for.
 - `mixed-<calib>`: static QDQ int8 for the convolutions (the hybrid's conv stem: QLinearConv, with

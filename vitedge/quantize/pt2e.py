@@ -21,7 +21,6 @@ by module name; a `None` config is not accepted by XNNPACK's).
 from __future__ import annotations
 
 import copy
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +34,6 @@ from vitedge.export.common import example_input, export_program
 from vitedge.export.executorch import lower_to_pte
 from vitedge.io import atomic_path
 from vitedge.quantize.core import Backend, Candidate, Predict, copy_file, torch_predict, unit_modules
-
-log = logging.getLogger("vitedge.quantize")
 
 
 class PT2EBackend(Backend):

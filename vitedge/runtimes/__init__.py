@@ -93,7 +93,7 @@ def describe(path: str | Path) -> tuple[Path, dict[str, Any]]:
     return art_dir, meta
 
 
-def _candidates(fmt: str, device: str) -> list[type[Runtime]]:
+def _candidates(fmt: str) -> list[type[Runtime]]:
     return sorted((c for c in REGISTRY.values() if fmt in c.formats), key=lambda c: -c.priority)
 
 
@@ -116,7 +116,7 @@ def resolve(path: str | Path, runtime: str = "auto", device: str = "cpu") -> tup
         cls.check(device)
         return cls, art, meta
     reasons = []
-    for cls in _candidates(meta["format"], device):
+    for cls in _candidates(meta["format"]):
         try:
             cls.check(device)
             return cls, art, meta
