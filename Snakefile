@@ -9,10 +9,13 @@ min_version("9.0")
 configfile: "workflow/config.yaml"
 
 
+# checks every key (a typo stops the run here) and fills in the schema's defaults, nested ones too:
+# the rules read the config plainly
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/plan.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/compress.smk"
 include: "workflow/rules/export.smk"

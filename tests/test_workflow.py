@@ -52,6 +52,13 @@ def tiny_config() -> dict:
     return cfg
 
 
+def copy_workflow(dst: Path) -> None:
+    """The workflow (Snakefile, rules, schema, configs, targets, the benchmarks it runs) into `dst`."""
+    shutil.copy(REPO / "Snakefile", dst / "Snakefile")
+    for folder in ("workflow", "runtimes", "benchmarks"):
+        shutil.copytree(REPO / folder, dst / folder, ignore=shutil.ignore_patterns("__pycache__"))
+
+
 def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -70,9 +77,7 @@ def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
 def test_workflow_end_to_end(tmp_path):
     pytest.importorskip("snakemake")
     pytest.importorskip("matplotlib")
-    shutil.copy(REPO / "Snakefile", tmp_path / "Snakefile")
-    for folder in ("workflow", "runtimes", "benchmarks"):
-        shutil.copytree(REPO / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_workflow(tmp_path)
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_config()))
     proc = snakemake(tmp_path, "all")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -85,16 +90,18 @@ def test_workflow_end_to_end(tmp_path):
 def check_report_has_every_artefact_target_pair(workflow: Path) -> None:
     from PIL import Image
 
+    from vitedge.artefact import CHECKPOINT
+    from vitedge.hosts import tensorrt_available
     from vitedge.targets import load_target
 
     out = workflow / "results" / RUN
-    artefacts = [(p.stem, "torch", "fp32") for p in (out / "models").glob("*.pt") if p.stem in ("teacher", "student")]
+    # the training checkpoints are artefact key checkpoint-fp32 (validation/student-checkpoint-fp32@cpu.json)
+    artefacts = [(p.stem, CHECKPOINT, "fp32") for p in (out / "models").glob("*.pt") if p.stem in ("teacher", "student")]
     for meta in (out / "artefacts").glob("*/*/meta.json"):
         fmt, prec = meta.parent.name.split("-")
         artefacts.append((meta.parent.parent.name, fmt, prec))
     assert {("student", f, "fp32") for f in ("onnx", "ort")} <= set(artefacts)
-    from vitedge.export.tensorrt import tensorrt_available
-
+    assert (out / "validation" / "student-checkpoint-fp32@cpu.json").is_file()
     trt_here, _ = tensorrt_available()
     if not trt_here:  # not built: the matrix still has its rows, skipped with the reason
         artefacts.append(("student", "tensorrt", "fp16"))

@@ -9,39 +9,40 @@ A target file (see runtimes/cpu.yaml for a commented one):
     bench: {...}                 # vitedge.bench.BenchConfig fields
     entries:
       - name: ExecuTorch XNNPACK
-        artefacts: [executorch-fp32, executorch-int8]   # <format>-<precision>
+        artefacts: [executorch-fp32, executorch-int8]   # <format>-<precision> (vitedge.artefact.artefact_key)
         runtime: executorch      # a vitedge.runtimes backend
         device: cpu
         threads: 2               # optional, overrides the target's
         options: {dtype: fp16}   # optional, passed to the runtime
         requires: {...}          # optional, on top of the target's
 
+An artefact is named `<format>-<precision>` (`vitedge.artefact.artefact_key`): `checkpoint-fp32` is
+the training checkpoint (models/<name>.pt, the PyTorch fp32 reference), `torch-int8` a saved
+torch.export program (.pt2). A name with an unknown format or precision is an error, not a silent miss.
+
 `unmet(requires)` answers "why can this not run here?", from the host before asking torch when
-it can (no NVIDIA driver -> no CUDA), so the reason names what is actually missing.
+it can (no NVIDIA driver -> no CUDA: `vitedge.hosts.cuda_unavailable_reason`), so the reason names
+what is actually missing.
 """
 from __future__ import annotations
 
 import importlib.util
 import os
 import platform
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from vitedge.artefact import CHECKPOINT, FORMATS, PRECISIONS, artefact_key
 from vitedge.bench import BenchConfig, available_cores
+from vitedge.hosts import cuda_unavailable_reason
 
 TARGETS_DIR = Path(__file__).resolve().parents[1] / "runtimes"
 REQUIREMENT_KEYS = ("cuda", "cuda_capability", "os", "modules")
-# `torch-fp32` is the vitedge .pt checkpoint; the runtimes package calls that format "checkpoint"
-CHECKPOINT_FORMAT = "torch"
-
-
-def artefact_key(fmt: str, precision: str) -> str:
-    """("onnx", "int8") -> "onnx-int8", the spelling target files and validation file names use."""
-    return f"{CHECKPOINT_FORMAT if fmt == 'checkpoint' else fmt}-{precision}"
+# what an entry's `artefacts` may name: every artefact format, and the training checkpoint (checkpoint-fp32)
+KNOWN_FORMATS = (*FORMATS, CHECKPOINT)
 
 
 def artefact_spec(item: str | dict, precision: str = "fp32") -> tuple[str, str]:
@@ -104,6 +105,12 @@ class Target:
         return f"host stand-in ({platform.system()} {platform.machine()}, not {'/'.join(self.native_os)})"
 
 
+def _known_key(key: Any) -> bool:
+    """"onnx-int8", "checkpoint-fp32": a known format and precision joined as `artefact_key` joins them."""
+    fmt, sep, precision = str(key).partition("-")
+    return bool(sep) and fmt in KNOWN_FORMATS and precision in PRECISIONS
+
+
 def _check_requires(req: Any, where: str) -> dict[str, Any]:
     req = dict(req or {})
     unknown = set(req) - set(REQUIREMENT_KEYS)
@@ -128,9 +135,10 @@ def load_target(name_or_path: str | os.PathLike) -> Target:
         missing = [k for k in ("name", "artefacts", "runtime") if k not in e]
         if missing:
             raise ValueError(f"{where}: missing {', '.join(missing)}")
-        bad = [a for a in e["artefacts"] if a.count("-") != 1]
+        bad = [a for a in e["artefacts"] if not _known_key(a)]
         if bad:
-            raise ValueError(f"{where}: artefacts are spelt <format>-<precision>, got {bad}")
+            raise ValueError(f"{where}: artefacts are spelt <format>-<precision> with a format in "
+                             f"{', '.join(KNOWN_FORMATS)} and a precision in {', '.join(PRECISIONS)}; got {bad}")
         entries.append(Entry(name=str(e["name"]), artefacts=tuple(e["artefacts"]), runtime=str(e["runtime"]),
                              device=str(e.get("device", "cpu")), threads=e.get("threads"),
                              options=dict(e.get("options") or {}), requires=_check_requires(e.get("requires"), where)))
@@ -141,26 +149,6 @@ def load_target(name_or_path: str | os.PathLike) -> Target:
 
 
 # --------------------------------------------------------------------------- requirements
-def _cuda_reason(min_capability: float | None = None) -> str | None:
-    # the host first: without a driver the precise reason is the missing driver, not torch's view
-    if platform.system() == "Linux" and not os.path.exists("/proc/driver/nvidia") and not shutil.which("nvidia-smi"):
-        return "no CUDA GPU (no NVIDIA driver on this host)"
-    if platform.system() == "Darwin":
-        return "no CUDA on macOS"
-    try:
-        import torch
-    except ImportError:
-        return "torch is not installed"
-    if not torch.cuda.is_available():
-        return f"no CUDA GPU visible to torch {torch.__version__} (CUDA build: {torch.version.cuda or 'none'})"
-    if min_capability is not None:
-        major, minor = torch.cuda.get_device_capability(0)
-        if major + minor / 10 < float(min_capability):
-            return (f"{torch.cuda.get_device_name(0)} has compute capability {major}.{minor}, "
-                    f"this needs >= {min_capability}")
-    return None
-
-
 def unmet(requires: dict[str, Any]) -> str | None:
     """None when this host meets every requirement, else the first reason it does not."""
     oses = requires.get("os")
@@ -170,7 +158,7 @@ def unmet(requires: dict[str, Any]) -> str | None:
         if importlib.util.find_spec(module) is None:
             return f"python module '{module}' is not installed"
     if requires.get("cuda") or requires.get("cuda_capability") is not None:
-        return _cuda_reason(requires.get("cuda_capability"))
+        return cuda_unavailable_reason(requires.get("cuda_capability"))
     return None
 
 

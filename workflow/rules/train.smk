@@ -8,31 +8,37 @@ rule data:
     params:
         source=config["data"]["source"],
         # only the synthetic set has a size: a real data set's rule must not rerun when it changes
-        size=f"--per-class {config['data'].get('per_class', 600)}" if config["data"]["source"] == "synthetic" else "",
-        seed=config["data"].get("seed", 0),
+        size=f"--per-class {config['data']['per_class']}" if config["data"]["source"] == "synthetic" else "",
+        seed=config["data"]["seed"],
+        out=lambda w, output: os.path.dirname(output.manifest),
+    conda:
+        "../envs/vitedge.yaml"
     log:
         out("logs/data.log"),
     # the data card's warnings are in the log, and repeated on the terminal, where people look
     shell:
         "python -m vitedge.data --source {params.source:q} {params.size} --seed {params.seed} "
-        "--out {OUT}/data > {log} 2>&1; grep -h '^WARNING: data card' {log} >&2 || true"
+        "--out {params.out} > {log} 2>&1; grep -h '^WARNING: data card' {log} >&2 || true"
 
 
 rule pretrain:
     input:
-        rules.data.output.manifest,
+        data=rules.data.output.manifest,
     output:
         out("models/teacher-pretrain.pt"),
     params:
         cmd=launcher("vitedge.pretrain"),
+        data=data_dir,
         model=model_json("teacher"),
         train=as_json(config["pretrain"]),
         device=config["compute"]["device"],
     threads: workflow.cores
+    conda:
+        "../envs/vitedge.yaml"
     log:
         out("logs/pretrain.log"),
     shell:
-        "{params.cmd} --data {OUT}/data --out {output} --model-json {params.model} --train-json {params.train} "
+        "{params.cmd} --data {params.data} --out {output} --model-json {params.model} --train-json {params.train} "
         "--device {params.device} --resume > {log} 2>&1"
 
 
@@ -44,21 +50,21 @@ rule finetune:
         out("models/teacher.pt"),
     params:
         cmd=launcher("vitedge.train"),
+        data=data_dir,
         model=model_json("teacher"),
         train=as_json(config["finetune"]),
         device=config["compute"]["device"],
     threads: workflow.cores
+    conda:
+        "../envs/vitedge.yaml"
     log:
         out("logs/finetune.log"),
     shell:
-        "{params.cmd} --data {OUT}/data --init {input.init} --out {output} --model-json {params.model} "
+        "{params.cmd} --data {params.data} --init {input.init} --out {output} --model-json {params.model} "
         "--train-json {params.train} --device {params.device} --stage finetune --resume > {log} 2>&1"
 
 
 ALL_TARGETS.append(out("models/teacher.pt"))
-
-
-TRAIN_THROUGHPUT = shlex.quote(os.path.join(workflow.basedir, "benchmarks", "train_throughput.py"))
 
 
 rule train_throughput:
@@ -68,12 +74,14 @@ rule train_throughput:
         out("reports/train_throughput.md"),
     params:
         presets=f"{config['models']['teacher']['preset']} {config['models']['student']['preset']}",
-        augment=config["finetune"].get("augment", "strong"),
+        augment=config["finetune"]["augment"],
     threads: workflow.cores
+    conda:
+        "../envs/vitedge.yaml"
     log:
         out("logs/train_throughput.log"),
     shell:
-        f"python {TRAIN_THROUGHPUT} --presets {{params.presets}} --threads {{threads}} --steps 6 "
+        f"python {repo_script('benchmarks', 'train_throughput.py')} --presets {{params.presets}} --threads {{threads}} --steps 6 "
         f"--augment {{params.augment}} --md {{output}} > {{log}} 2>&1"
 
 
