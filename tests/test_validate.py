@@ -42,9 +42,9 @@ def write_target(path, entries, **top):
     return path
 
 
-def test_torch_row_is_its_own_reference(workdir):
+def test_checkpoint_row_is_its_own_reference(workdir):
     r = validate(workdir / "student.pt", workdir / "student.pt", "cpu", workdir / "data", bench=QUICK, limit=LIMIT)
-    assert (r["model"], r["format"], r["precision"], r["target"]) == ("student", "torch", "fp32", "cpu")
+    assert (r["model"], r["format"], r["precision"], r["target"]) == ("student", "checkpoint", "fp32", "cpu")
     assert r["status"] == "ok" and r["gate"]["passed"] is True
     (row,) = r["rows"]
     assert row["status"] == "ok" and row["runtime"] == "torch"
@@ -89,11 +89,11 @@ def test_gpu_target_is_skipped_without_cuda(workdir):
 
 def test_rows_for_ok_skipped_failed_and_unsupported_options(workdir, tmp_path):
     target = write_target(tmp_path / "mixed.yaml", [
-        {"name": "eager", "artefacts": ["torch-fp32"], "runtime": "torch"},
-        {"name": "plan9 only", "artefacts": ["torch-fp32"], "runtime": "torch", "requires": {"os": ["Plan9"]}},
-        {"name": "wrong runtime", "artefacts": ["torch-fp32"], "runtime": "onnx"},  # cannot run a .pt: failed
-        {"name": "half", "artefacts": ["torch-fp32"], "runtime": "torch", "options": {"no_such_option": 1}},
-        {"name": "bf16", "artefacts": ["torch-fp32"], "runtime": "torch", "options": {"dtype": "bf16"}},
+        {"name": "eager", "artefacts": ["checkpoint-fp32"], "runtime": "torch"},
+        {"name": "plan9 only", "artefacts": ["checkpoint-fp32"], "runtime": "torch", "requires": {"os": ["Plan9"]}},
+        {"name": "wrong runtime", "artefacts": ["checkpoint-fp32"], "runtime": "onnx"},  # cannot run a .pt: failed
+        {"name": "half", "artefacts": ["checkpoint-fp32"], "runtime": "torch", "options": {"no_such_option": 1}},
+        {"name": "bf16", "artefacts": ["checkpoint-fp32"], "runtime": "torch", "options": {"dtype": "bf16"}},
     ], threads=1)
     r = validate(workdir / "student.pt", workdir / "student.pt", target, workdir / "data", bench=QUICK, limit=LIMIT)
     rows = {row["entry"]: row for row in r["rows"]}
@@ -140,8 +140,8 @@ def test_shipped_targets_load_and_agree_with_matrix():
     assert by_name["gpu"].requires == {"cuda": True}
     assert by_name["cpu"].accepts("onnx", "int8") and not by_name["cpu"].accepts("coreml", "fp32")
     assert by_name["mobile"].threads_for(by_name["mobile"].entries[0]) <= 4
-    pairs = matrix(targets, [("student", "torch", "fp32"), ("student", "coreml", "fp32"), ("student", "ort", "int8")])
-    assert ("student", "torch", "fp32", "gpu") in pairs and ("student", "coreml", "fp32", "mobile") in pairs
+    pairs = matrix(targets, [("student", "checkpoint", "fp32"), ("student", "coreml", "fp32"), ("student", "ort", "int8")])
+    assert ("student", "checkpoint", "fp32", "gpu") in pairs and ("student", "coreml", "fp32", "mobile") in pairs
     assert ("student", "coreml", "fp32", "cpu") not in pairs and ("student", "ort", "int8", "mobile") in pairs
     assert isinstance(by_name["cpu"].bench, BenchConfig)
 

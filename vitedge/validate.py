@@ -43,12 +43,13 @@ import numpy as np
 
 from vitedge import runtimes, sysinfo
 from vitedge.batching import map_batches
+from vitedge.artefact import artefact_key
 from vitedge.bench import BenchConfig, PeakMemory, available_cores, benchmark, cuda_event_timer
 from vitedge.data import Split, load_splits
 from vitedge.io import read_json, sha256_file, write_json
 from vitedge.metrics import classification_metrics, parity_metrics
 from vitedge.preprocess import Preprocess
-from vitedge.targets import Entry, Target, artefact_key, load_target, unmet
+from vitedge.targets import Entry, Target, load_target, unmet
 
 log = logging.getLogger("vitedge.validate")
 SCHEMA = "vitedge-validation/1"

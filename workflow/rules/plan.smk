@@ -52,7 +52,11 @@ def export_options(fmt):
 def quantize_options(fmt):
     """The QuantizeConfig for one format: the shared settings, then quantize.<fmt> over them."""
     shared = {k: v for k, v in QUANTIZE.items() if k not in QUANTIZE_LAYOUT}
-    return {**shared, **QUANTIZE[fmt]}
+    # Core ML int8 targets the OS the Core ML export targets, unless quantize.coreml says otherwise
+    inherited = {}
+    if fmt == "coreml" and "deployment_target" in EXPORT["coreml"]:
+        inherited["deployment_target"] = EXPORT["coreml"]["deployment_target"]
+    return {**shared, **inherited, **QUANTIZE[fmt]}
 
 
 def litert_missing():
