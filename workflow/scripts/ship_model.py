@@ -18,7 +18,11 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # run from a checkout without installing: the package beside this script
+
+from vitedge.evaluate import evaluate_artefact  # noqa: E402
+from vitedge.io import atomic_path, write_json  # noqa: E402
+from vitedge.sysinfo import describe, machine_info  # noqa: E402
 
 LICENCE = ("Trained on FER-2013 (Goodfellow et al., 2013; ICML 2013 representation-learning challenge): "
            "research use only, as the data set. The code is vitedge's; the weights inherit FER-2013's terms.")
@@ -35,10 +39,6 @@ def training_record(run: Path, model: str) -> dict:
 
 
 def ship(run: Path, model: str, artefacts: list[str], data: str, out: Path) -> None:
-    from vitedge.evaluate import evaluate_artefact
-    from vitedge.io import atomic_path, write_json
-    from vitedge.sysinfo import describe, machine_info
-
     out.mkdir(parents=True, exist_ok=True)
     for name in artefacts:
         src = run / "artefacts" / model / name
