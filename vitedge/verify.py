@@ -31,14 +31,19 @@ def export_verified(checkpoint: str | Path, root: str | Path, model_name: str, f
     meta = export_artefact(checkpoint, root, model_name, fmt, precision, **opts)
     if not verify:
         return meta
-    art = Path(root) / model_name / f"{fmt}-{precision}"
     model, _ = load_source(checkpoint)
+    return verify_and_record(Path(root) / model_name / f"{fmt}-{precision}", model, meta)
+
+
+def verify_and_record(art_dir: Path, model: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    """`verify_artefact`, its result written to meta.json's `verification`; on failure meta.json is
+    removed, so no complete-looking artefact is left. Returns the updated meta.json."""
     try:
-        checks = verify_artefact(art, model, meta)
+        checks = verify_artefact(art_dir, model, meta)
     except Exception:
-        (art / META).unlink(missing_ok=True)
+        (art_dir / META).unlink(missing_ok=True)
         raise
-    return update_meta(art, verification=checks)
+    return update_meta(art_dir, verification=checks)
 
 
 def _reference_logits(model: torch.nn.Module, x: torch.Tensor, meta: dict[str, Any]) -> np.ndarray:

@@ -6,19 +6,10 @@ import argparse
 from pathlib import Path
 
 from vitedge import checkpoints
-from vitedge.cli import (
-    add_common_args,
-    build_stage_model,
-    finish_stage,
-    load_stage_data,
-    preprocess_for,
-    resolve,
-    run_cli,
-)
+from vitedge.cli import add_common_args, begin_stage, build_stage_model, finish_stage, preprocess_for, resolve, run_cli
 from vitedge.distill import DistillConfig, distill, load_teacher, write_report
 from vitedge.io import sha256_file
 from vitedge.losses import DISTILLATION_TYPES
-from vitedge.train import seed_everything, setup_distributed
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,9 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg: DistillConfig = args.stage_config
 
     def run() -> None:
-        d = setup_distributed(args.device)
-        seed_everything(cfg.seed, cfg.deterministic, cfg.threads)  # before the student: its init draws from the seed
-        splits = load_stage_data(args.data)
+        d, splits = begin_stage(args)  # seeded before the teacher and the student are built
         teacher, teacher_pre, _ = load_teacher(args.teacher)
         cfg.teacher_sha256 = sha256_file(args.teacher)
         student = build_stage_model(args.model_spec, args.init)

@@ -10,12 +10,12 @@ from typing import Any
 from torch import nn
 
 from vitedge import checkpoints
-from vitedge.cli import add_common_args, build_stage_model, load_stage_data, preprocess_for, resolve, run_cli
+from vitedge.cli import add_common_args, begin_stage, build_stage_model, preprocess_for, resolve, run_cli
 from vitedge.data import CLASSES, Split
 from vitedge.io import atomic_path, write_json
 from vitedge.preprocess import Preprocess
 from vitedge.pretrain import METHODS, PretrainConfig, pretrain_mae, pretrain_supervised
-from vitedge.train import Dist, seed_everything, setup_distributed
+from vitedge.train import Dist
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,9 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg: PretrainConfig = args.stage_config
 
     def run() -> None:
-        d = setup_distributed(args.device)
-        seed_everything(cfg.seed, cfg.deterministic, cfg.threads)  # before the model: its init draws from the seed
-        splits = load_stage_data(args.data)
+        d, splits = begin_stage(args)
         model = build_stage_model(args.model_spec)
         pre = preprocess_for(model, args.model_spec)
         best_path, record = pretrain(model, splits, pre, args, d)

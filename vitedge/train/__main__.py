@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from vitedge.cli import (
-    add_common_args,
-    build_stage_model,
-    finish_stage,
-    load_stage_data,
-    preprocess_for,
-    resolve,
-    run_cli,
-)
-from vitedge.train import TrainConfig, fit, seed_everything, setup_distributed
+from vitedge.cli import add_common_args, begin_stage, build_stage_model, finish_stage, preprocess_for, resolve, run_cli
+from vitedge.train import TrainConfig, fit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,13 +15,10 @@ def main(argv: list[str] | None = None) -> int:
     args = resolve(p.parse_args(argv), TrainConfig)
 
     def run() -> None:
-        d = setup_distributed(args.device)
-        cfg = args.stage_config
-        seed_everything(cfg.seed, cfg.deterministic, cfg.threads)  # before the model: its init draws from the seed
-        splits = load_stage_data(args.data)
+        d, splits = begin_stage(args)
         model = build_stage_model(args.model_spec, args.init)
         pre = preprocess_for(model, args.model_spec)
-        result = fit(model, splits["train"], splits["val"], pre, cfg, args.work_dir, resume=args.resume,
+        result = fit(model, splits["train"], splits["val"], pre, args.stage_config, args.work_dir, resume=args.resume,
                      stage=args.stage, meta={"init": args.init, "data": str(args.data)}, dist_env=d)
         if d.main:
             finish_stage(args, result, splits, pre)
