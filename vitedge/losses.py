@@ -40,10 +40,10 @@ class TeacherInput(nn.Module):
         s, t = self.student, self.teacher
         if s == t:
             return x
-        x = x * s.std + s.mean  # back to [0, 1]
+        x = s.to_unit(x)
         if t.img_size != s.img_size:
             x = F.interpolate(x, size=(t.img_size, t.img_size), mode="bilinear", antialias=True, align_corners=False)
-        return (x - t.mean) / t.std
+        return t.from_unit(x)
 
 
 class DistillationLoss(nn.Module):

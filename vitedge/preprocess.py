@@ -59,10 +59,19 @@ class Preprocess:
                                         interpolation=cv2.INTER_LINEAR) for im in images])
         return np.stack([np.asarray(Image.fromarray(im).resize((s, s), Image.BILINEAR, reducing_gap=None)) for im in images])
 
+    def from_unit(self, x: Any) -> Any:
+        """Pixels in [0, 1] -> the model's input scale (numpy or torch): the normalisation itself."""
+        return (x - self.mean) / self.std
+
+    def to_unit(self, x: Any) -> Any:
+        """The model's input scale -> pixels in [0, 1]: the inverse (Core ML's image input, a
+        teacher with other preprocessing)."""
+        return x * self.std + self.mean
+
     def normalise(self, images_uint8: np.ndarray) -> np.ndarray:
         """(N, H, W) uint8 at the model size -> (N, 1, H, W) float32, normalised."""
         x = images_uint8.astype(np.float32) / 255.0
-        return ((x - self.mean) / self.std)[:, None, :, :].astype(np.float32)
+        return self.from_unit(x)[:, None, :, :].astype(np.float32)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """(N, h, w) uint8 at any size -> model-ready (N, 1, S, S) float32."""

@@ -53,7 +53,7 @@ class CoreMLRuntime(Runtime):
         pre = self.preprocess
         out = []
         for face in x[:, 0]:
-            pixels = np.clip(np.rint((face * pre.std + pre.mean) * 255.0), 0, 255).astype(np.uint8)
+            pixels = np.clip(np.rint(pre.to_unit(face) * 255.0), 0, 255).astype(np.uint8)
             probs = self.model.predict({self.input_name: Image.fromarray(pixels, mode="L")})[self.output_name]
             # the classifier outputs {label: probability}; log-probabilities are logits with the same softmax
             out.append(np.log(np.maximum([probs[c] for c in self.classes], 1e-30)).astype(np.float32))
