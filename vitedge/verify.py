@@ -28,10 +28,10 @@ def export_verified(checkpoint: str | Path, root: str | Path, model_name: str, f
                     verify: bool = True, **opts: Any) -> dict[str, Any]:
     """`vitedge.export.export_artefact`, then `verify_artefact`: the result lands in meta.json's
     `verification`; a failed check removes meta.json, so no complete-looking artefact is left."""
-    meta = export_artefact(checkpoint, root, model_name, fmt, precision, **opts)
     if not verify:
-        return meta
-    model, _ = load_source(checkpoint)
+        return export_artefact(checkpoint, root, model_name, fmt, precision, **opts)
+    model, info = load_source(checkpoint)
+    meta = export_artefact(checkpoint, root, model_name, fmt, precision, source=(model, info), **opts)
     return verify_and_record(Path(root) / model_name / f"{fmt}-{precision}", model, meta)
 
 

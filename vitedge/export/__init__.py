@@ -42,8 +42,9 @@ def builder(fmt: str) -> ModuleType:
 
 
 def export_artefact(checkpoint: str | Path, root: str | Path, model_name: str, fmt: str, precision: str,
-                    **opts: Any) -> dict[str, Any]:
-    """Build `checkpoint` as `<root>/<model_name>/<fmt>-<precision>/`; returns its meta.json dict."""
+                    source: tuple[Any, dict[str, Any]] | None = None, **opts: Any) -> dict[str, Any]:
+    """Build `checkpoint` as `<root>/<model_name>/<fmt>-<precision>/`; returns its meta.json dict.
+    `source`: `load_source(checkpoint)` when the caller already has it (it keeps the model to check)."""
     art = artefact_dir(root, model_name, fmt, precision)  # validates fmt and precision
     module = builder(fmt)
     # refuse before anything on disk is touched: an existing artefact (e.g. the quantiser's) stays
@@ -51,7 +52,7 @@ def export_artefact(checkpoint: str | Path, root: str | Path, model_name: str, f
         raise ValueError(f"{fmt}-{precision} is not exported from a checkpoint ({fmt}: {', '.join(module.PRECISIONS)}); "
                          f"int8 {fmt} is made by `python -m vitedge.quantize` (calibration + accuracy gate)")
     getattr(module, "check_host", lambda: None)()  # RuntimeUnavailable where the toolchain is missing
-    model, info = load_source(checkpoint)
+    model, info = source or load_source(checkpoint)
     art.mkdir(parents=True, exist_ok=True)
     # an old meta.json must not vouch for a half-replaced artefact
     (art / META).unlink(missing_ok=True)

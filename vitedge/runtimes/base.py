@@ -8,8 +8,9 @@ so listing the backends needs none of them and a missing one shows up as a clear
 """
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -18,6 +19,14 @@ from vitedge.batching import map_batches
 from vitedge.preprocess import Preprocess
 
 REGISTRY: dict[str, type["Runtime"]] = {}
+
+
+class Toolchain(NamedTuple):
+    """The optional Python package a backend needs: what to import, its distribution, how to get it."""
+
+    module: str
+    distribution: str
+    install: str
 
 
 def register(cls: type["Runtime"]) -> type["Runtime"]:
@@ -35,16 +44,24 @@ class Runtime:
     priority: ClassVar[int] = 0
     # backend-specific keyword options `load(..., **options)` accepts (e.g. torch's dtype, compile)
     options: ClassVar[tuple[str, ...]] = ()
+    # the optional package the backend runs on (checked by `check`, named by `version`), if any
+    toolchain: ClassVar[Toolchain | None] = None
 
     @classmethod
     def check(cls, device: str = "cpu") -> None:
         """Raise RuntimeUnavailable when this backend cannot run on this host / device."""
         if device not in cls.devices:
             raise RuntimeUnavailable(cls.name, f"device '{device}' is not supported (supported: {', '.join(cls.devices)})")
+        if cls.toolchain is not None:
+            try:
+                __import__(cls.toolchain.module)  # the import statement's own machinery (and its hooks)
+            except ImportError as exc:
+                raise RuntimeUnavailable(cls.name, f"{cls.toolchain.module} cannot be imported ({exc})",
+                                         cls.toolchain.install) from exc
 
     @classmethod
     def version(cls) -> str:
-        return ""
+        return importlib.metadata.version(cls.toolchain.distribution) if cls.toolchain else ""
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> None:

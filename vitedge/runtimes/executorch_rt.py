@@ -1,14 +1,12 @@
 """ExecuTorch: `.pte` programs (XNNPACK-delegated) through the `executorch.runtime` Python bindings."""
 from __future__ import annotations
 
-import importlib.metadata
 from typing import Any
 
 import numpy as np
 import torch
 
-from vitedge.artefact import RuntimeUnavailable
-from vitedge.runtimes.base import Runtime, register
+from vitedge.runtimes.base import Runtime, Toolchain, register
 
 
 @register
@@ -16,19 +14,7 @@ class ExecuTorchRuntime(Runtime):
     name = "executorch"
     formats = ("executorch",)
     priority = 30
-
-    @classmethod
-    def check(cls, device: str = "cpu") -> None:
-        super().check(device)
-        try:
-            import executorch.runtime  # noqa: F401  (optional toolchain: the export extra)
-        except ImportError as exc:
-            raise RuntimeUnavailable(cls.name, f"the executorch runtime cannot be imported ({exc})",
-                                     "pip install executorch (Linux or macOS)") from exc
-
-    @classmethod
-    def version(cls) -> str:
-        return importlib.metadata.version("executorch")
+    toolchain = Toolchain("executorch.runtime", "executorch", "pip install executorch (Linux or macOS)")
 
     def __init__(self, path, meta: dict[str, Any], device: str = "cpu", threads: int | None = None):
         super().__init__(path, meta, device, threads)

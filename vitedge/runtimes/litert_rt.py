@@ -8,13 +8,12 @@ every LiteRT artefact maps float32 faces to float32 logits like the other runtim
 """
 from __future__ import annotations
 
-import importlib.metadata
 from typing import Any
 
 import numpy as np
 
-from vitedge.artefact import ArtefactError, RuntimeUnavailable
-from vitedge.runtimes.base import Runtime, register
+from vitedge.artefact import ArtefactError
+from vitedge.runtimes.base import Runtime, Toolchain, register
 
 
 @register
@@ -23,19 +22,7 @@ class LiteRTRuntime(Runtime):
     formats = ("litert",)
     priority = 35
     options = ("xnnpack",)
-
-    @classmethod
-    def check(cls, device: str = "cpu") -> None:
-        super().check(device)
-        try:
-            from ai_edge_litert import interpreter  # noqa: F401  (optional toolchain)
-        except ImportError as exc:
-            raise RuntimeUnavailable(cls.name, f"the LiteRT interpreter cannot be imported ({exc})",
-                                     "pip install ai-edge-litert") from exc
-
-    @classmethod
-    def version(cls) -> str:
-        return importlib.metadata.version("ai-edge-litert")
+    toolchain = Toolchain("ai_edge_litert.interpreter", "ai-edge-litert", "pip install ai-edge-litert")
 
     def __init__(self, path, meta: dict[str, Any], device: str = "cpu", threads: int | None = None,
                  xnnpack: bool = True):
