@@ -124,6 +124,10 @@ def test_int8_through_the_gate(tiny, tmp_path, synthetic_splits):
     assert q["drop_points"] <= 1.0 and q["final_check"]["runtime"] == "litert"
     assert q["final_check"]["drop_points"] <= 1.0 and q["method"]["kind"] == "dynamic"
     assert q["latency"]["fp32"]["bs1_ms"] > 0 and q["latency"]["int8"]["bs1_ms"] > 0
+    # the interpreter's pool: the thread count the batch-1 model was measured fastest with, within the budget
+    best = meta["bs1_threads"]["best"]
+    assert meta["bs1_threads"]["runtime"] == "litert" and str(best) in meta["bs1_threads"]["bs1_ms"]
+    assert runtimes.load(tmp_path / "m" / "litert-int8", threads=64).info()["pool_threads"] == best
     # full integer: int8 in and out, (de)quantised by the runtime with the tensors' scales
     cfg = QuantizeConfig(max_drop=100.0, calibration=16, method="static", bench_seconds=0.05, bench_batch=4)
     meta = quantize(tiny / "m.pt", "s", "litert", None, tmp_path, cfg, splits=synthetic_splits)

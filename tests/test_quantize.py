@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 import torch
 
+from vitedge import runtimes
 from vitedge.data import CLASSES, Split, make_synthetic, save_splits
 from vitedge.model import create_model
 from vitedge.preprocess import Preprocess
 from vitedge.quantize import QuantizationError, QuantizeConfig, quantize
 from vitedge.quantize.core import calibration_images, model_units
+from vitedge.sysinfo import machine_info
 
 PRE = Preprocess()
 
@@ -114,6 +116,11 @@ def test_onnx_int8_passes_the_gate(trained, splits, tmp_path):
     assert {v["variant"] for v in q["variants"]} == {"dynamic", "static-percentile"}
     assert q["latency"]["int8"]["bs1_ms"] > 0 and q["latency"]["faster_than_fp32"] in (True, False)
     assert q["calibration"]["images"] == 256 and "cpu_features" in q
+    # timed at batch 1 on 1..every core; runtimes on this CPU use the fastest for batch-1 calls
+    bs1 = meta["bs1_threads"]
+    assert bs1["runtime"] == "onnx" and bs1["cpu"] == machine_info()["cpu"]["model"]
+    assert "1" in bs1["bs1_ms"] and str(bs1["best"]) in bs1["bs1_ms"]
+    assert bs1["bs1_ms"][str(bs1["best"])] <= min(bs1["bs1_ms"].values()) * (1 + runtimes.BS1_TIE) + 1e-9
 
 
 def test_fallback_keeps_the_most_sensitive_units_in_float(trained, splits, tmp_path):

@@ -14,6 +14,7 @@ from vitedge.data import CLASSES
 from vitedge.export import common
 from vitedge.model import create_model
 from vitedge.preprocess import Preprocess
+from vitedge.sysinfo import machine_info
 from vitedge.verify import export_verified
 
 torch.set_num_threads(1)
@@ -197,3 +198,43 @@ def test_executorch_pads_a_fixed_batch(tmp_path, ckpt, monkeypatch):
     rt.name = "executorch"
     assert rt.predict(_x(6)).shape == (6, 7)
     assert seen == [(4, 1, 48, 48), (4, 1, 48, 48)]
+
+
+def _with_bs1_record(root: Path, tmp_path: Path, best: int, cpu: str) -> Path:
+    art = tmp_path / "student" / "onnx-fp32"
+    shutil.copytree(root / "student" / "onnx-fp32", art)
+    artefact.update_meta(art, bs1_threads={"best": best, "bs1_ms": {"1": 0.5, "2": 0.7}, "cpu": cpu,
+                                           "runtime": "onnx"})
+    return art
+
+
+def test_batch1_calls_use_the_thread_count_measured_fastest_on_this_cpu(root, tmp_path):
+    here = machine_info()["cpu"]["model"]
+    art = _with_bs1_record(root, tmp_path, best=1, cpu=here)
+    rt = runtimes.load(art, threads=2)
+    assert rt.threads == 2 and rt.bs1_threads == 1 and rt.info()["bs1_threads"] == 1
+    assert rt.session.get_session_options().intra_op_num_threads == 2
+    assert rt.bs1_session.get_session_options().intra_op_num_threads == 1
+    x = _x(4)
+    batch = rt.predict(x)
+    singles = np.concatenate([rt.predict(x[i:i + 1]) for i in range(4)])
+    assert np.abs(batch - singles).max() < 1e-5
+    one = runtimes.load(art, threads=1)  # never above the caller's budget ...
+    assert one.bs1_threads == 1 and one.bs1_session is one.session
+    # ... and only for the CPU model it was measured on
+    assert runtimes.base.bs1_threads({"bs1_threads": {"best": 4, "cpu": here}}, 2) == 2
+    assert runtimes.base.bs1_threads({"bs1_threads": {"best": 1, "cpu": "another CPU"}}, 2) == 2
+    assert runtimes.base.bs1_threads({}, 2) == 2
+    other = _with_bs1_record(root, tmp_path / "o", best=1, cpu="another CPU")
+    rt = runtimes.load(other, threads=2)
+    assert rt.bs1_threads == 2 and rt.bs1_session is rt.session
+
+
+def test_measure_bs1_threads_times_each_pool_and_prefers_fewer_threads(root, ckpt, monkeypatch):
+    monkeypatch.setattr(runtimes, "available_cores", lambda: 3)
+    rec = runtimes.measure_bs1_threads(root / "student" / "onnx-fp32", seconds=0.02)
+    assert set(rec["bs1_ms"]) == {"1", "2", "3"} and rec["runtime"] == "onnx"
+    fastest = min(rec["bs1_ms"].values())
+    within = [int(t) for t, v in rec["bs1_ms"].items() if v <= fastest * (1 + runtimes.BS1_TIE)]
+    assert rec["best"] == min(within)
+    assert runtimes.measure_bs1_threads(ckpt) is None  # torch's pool is process-wide: nothing to choose

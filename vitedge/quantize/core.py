@@ -19,6 +19,9 @@ The recipe, for every format:
 5. The saved artefact is re-evaluated through `vitedge.runtimes` where it runs on this host,
    and meta.json records method, calibration, the units kept in float, fp32/int8 top-1, drop,
    parity, latency and the CPU's int8 features.
+6. Where its backend owns its thread pool (ONNX Runtime, LiteRT), the saved artefact is timed at
+   batch 1 on 1, 2, 4 ... threads up to every core; meta.json `bs1_threads` records the fastest
+   and runtimes on the same CPU model use it for batch-1 calls (`runtimes.base.bs1_threads`).
 """
 from __future__ import annotations
 
@@ -300,6 +303,8 @@ def quantize_to_artefact(backend_cls: type[Backend], model: VisionTransformer, i
         passing, rankings = gate_candidates(backend, gate, cfg)
         fp32_speed, chosen = fastest(backend, passing, gate.x[:max(cfg.bench_batch, 1)], cfg)
         file_name, extras, final = keep(backend, chosen.cand, gate, info, art_dir)
+        # the saved artefact at batch 1 on 1..every core: runtimes use the fastest pool for batch-1 calls
+        extras["bs1_threads"] = runtimes.measure_bs1_threads(art_dir, cfg.bench_seconds)
     record = {
         "method": backend.describe(chosen.cand.variant),
         "variant": chosen.cand.variant,

@@ -18,6 +18,8 @@ import pkgutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from vitedge.artefact import (
     CHECKPOINT,
     CHECKPOINT_SUFFIXES,
@@ -28,12 +30,15 @@ from vitedge.artefact import (
     input_spec,
     read_meta,
 )
+from vitedge.bench import available_cores, measure
 from vitedge.checkpoints import FORMAT as CHECKPOINT_FILE_FORMAT
 from vitedge.hosts import resolve_device
 from vitedge.io import file_size, load_torch
 from vitedge.runtimes.base import REGISTRY, Runtime, register
+from vitedge.sysinfo import machine_info
 
-__all__ = ["load", "available", "runtimes", "resolve", "Runtime", "RuntimeUnavailable", "ArtefactError", "register"]
+__all__ = ["load", "available", "runtimes", "resolve", "Runtime", "RuntimeUnavailable", "ArtefactError", "register",
+           "measure_bs1_threads"]
 
 # aliases people type
 ALIASES = {"tensorrt": "trt", "onnxruntime": "onnx", "ort": "onnx", "pytorch": "torch", "et": "executorch",
@@ -175,3 +180,34 @@ def load(path: str | Path, runtime: str = "auto", device: str = "cpu", threads: 
     cls, art, meta = resolve(path, runtime, device)
     cls.check_options(options)
     return cls(art, meta, device=device, threads=threads, **options)
+
+
+# fewer threads win a tie: within this fraction of the fastest, the smaller pool is chosen (a core left
+# free costs nothing at equal speed, and batch-1 timings of sub-millisecond models wobble by a few %)
+BS1_TIE = 0.03
+
+
+def measure_bs1_threads(path: str | Path, seconds: float = 0.3, max_threads: int | None = None
+                        ) -> dict[str, Any] | None:
+    """Time an artefact at batch 1 with 1, 2, 4 ... up to every core, on its own backend; the fewest
+    threads within BS1_TIE of the fastest is `best`. None for backends whose pool is not their own
+    (`Runtime.threaded`) or that do not run here. What `meta.json` records as `bs1_threads`."""
+    try:
+        cls, art, meta = resolve(path, "auto", "cpu")
+    except (RuntimeUnavailable, ArtefactError):
+        return None
+    if not cls.threaded:
+        return None
+    top = max_threads or available_cores()
+    counts = sorted({min(2 ** k, top) for k in range(top.bit_length() + 1)})
+    x = np.random.default_rng(0).standard_normal((1, *(int(s) for s in meta["input"]["shape"][1:]))
+                                                 ).astype(np.float32)
+    ms: dict[int, float] = {}
+    for t in counts:
+        rt = cls(art, {**meta, "bs1_threads": None}, device="cpu", threads=t)
+        ms[t] = measure(lambda: rt.predict(x), warmup=10, warmup_seconds=0.05, min_iters=30, max_iters=5000,
+                        max_seconds=seconds).summary_ms()["p50"]
+    fastest = min(ms.values())
+    best = min(t for t, v in ms.items() if v <= fastest * (1 + BS1_TIE))
+    return {"best": best, "bs1_ms": {str(t): round(v, 4) for t, v in ms.items()},
+            "cpu": machine_info()["cpu"]["model"], "runtime": cls.name}

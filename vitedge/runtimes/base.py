@@ -16,7 +16,9 @@ import numpy as np
 
 from vitedge.artefact import ArtefactError, RuntimeUnavailable
 from vitedge.batching import map_batches
+from vitedge.bench import available_cores
 from vitedge.preprocess import Preprocess
+from vitedge.sysinfo import machine_info
 
 REGISTRY: dict[str, type["Runtime"]] = {}
 
@@ -27,6 +29,20 @@ class Toolchain(NamedTuple):
     module: str
     distribution: str
     install: str
+
+
+def bs1_threads(meta: dict[str, Any], threads: int | None) -> int | None:
+    """Intra-op threads for batch-1 calls: the count this artefact was measured fastest with at batch 1
+    on this CPU model (meta.json `bs1_threads`, written by the quantiser), never above the caller's
+    `threads` (None: every core); `threads` itself where nothing was measured for this CPU.
+
+    Why: an int8 ViT of this size runs each op in microseconds, and a second thread costs more in
+    hand-off than it brings (FER student, ORT int8: 0.54 ms on 1 thread, 0.63 ms on 2), while the
+    same model at batch 32, or in fp32, gains from every core."""
+    record = meta.get("bs1_threads") or {}
+    if not record.get("best") or record.get("cpu") != machine_info()["cpu"]["model"]:
+        return threads
+    return min(int(record["best"]), threads or available_cores())
 
 
 def register(cls: type["Runtime"]) -> type["Runtime"]:
@@ -46,6 +62,10 @@ class Runtime:
     options: ClassVar[tuple[str, ...]] = ()
     # the optional package the backend runs on (checked by `check`, named by `version`), if any
     toolchain: ClassVar[Toolchain | None] = None
+    # whether `threads` sizes this backend's own intra-op pool (an ORT session, a LiteRT interpreter), so
+    # batch-1 calls can use the artefact's measured `bs1_threads`; torch's pool is process-wide, ExecuTorch's
+    # XNNPACK pool is not settable from Python
+    threaded: ClassVar[bool] = False
 
     @classmethod
     def check(cls, device: str = "cpu") -> None:
@@ -76,6 +96,7 @@ class Runtime:
                                 f"{', '.join(self.formats)} (use --runtime auto, or the matching runtime)")
         self.check(device)
         self.path, self.meta, self.device, self.threads = Path(path), meta, device, threads
+        self.bs1_threads = bs1_threads(meta, threads) if self.threaded and device == "cpu" else threads
         self.preprocess = Preprocess.from_dict(meta["preprocess"])
         self.classes: list[str] = list(meta["classes"])
         shape = meta["input"]["shape"]
@@ -104,6 +125,7 @@ class Runtime:
     def info(self) -> dict[str, Any]:
         return {"runtime": self.name, "version": self.version(), "device": self.device,
                 "format": self.meta["format"], "precision": self.meta["precision"], "threads": self.threads,
+                "bs1_threads": self.bs1_threads,
                 "path": str(self.path), "model_name": self.meta.get("model_name")}
 
     def __repr__(self) -> str:

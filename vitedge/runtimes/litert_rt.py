@@ -22,6 +22,7 @@ class LiteRTRuntime(Runtime):
     formats = ("litert",)
     priority = 35
     options = ("xnnpack",)
+    threaded = True
     toolchain = Toolchain("ai_edge_litert.interpreter", "ai-edge-litert", "pip install ai-edge-litert")
 
     def __init__(self, path, meta: dict[str, Any], device: str = "cpu", threads: int | None = None,
@@ -30,8 +31,10 @@ class LiteRTRuntime(Runtime):
         from ai_edge_litert.interpreter import Interpreter, OpResolverType  # optional toolchain
 
         resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        # a batch-1 model makes only batch-1 calls: its measured batch-1 thread count serves all of them
+        self.pool = self.bs1_threads if self.max_batch == 1 else threads
         try:
-            self.interpreter = Interpreter(model_path=str(self.path / meta["file"]), num_threads=threads or None,
+            self.interpreter = Interpreter(model_path=str(self.path / meta["file"]), num_threads=self.pool or None,
                                            experimental_op_resolver_type=resolver)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
@@ -59,5 +62,5 @@ class LiteRTRuntime(Runtime):
         return np.array(y[:n], dtype=np.float32)
 
     def info(self) -> dict[str, Any]:
-        return {**super().info(), "delegate": "XNNPACK" if self.xnnpack else "none (builtin kernels)",
+        return {**super().info(), "pool_threads": self.pool, "delegate": "XNNPACK" if self.xnnpack else "none (builtin kernels)",
                 "io": f"{np.dtype(self.inp['dtype']).name} in, {np.dtype(self.out['dtype']).name} out"}
