@@ -137,6 +137,20 @@ def test_fallback_keeps_the_most_sensitive_units_in_float(trained, splits, tmp_p
     assert q["kept_float"] == ranking[:len(q["kept_float"])]  # greedy: most sensitive first
 
 
+def test_agreement_with_fp32_is_gated_as_well_as_accuracy(trained, splits, tmp_path):
+    """With an accuracy budget no variant can miss, `min_agreement` alone sends the one-image-calibrated
+    model through the fallback: units go back to float until int8 names fp32's class on every face."""
+    meta = _run(trained, splits, tmp_path, variants=["static-all-minmax"], calibration=1, max_drop=100.0,
+                min_agreement=1.0, max_fallback_steps=6)
+    q = meta["quantization"]
+    first, last = q["attempts"][0], q["attempts"][-1]
+    assert not first["passed"] and first["drop"] <= 100.0 and first["parity"]["top1_agreement"] < 1.0
+    assert last["passed"] and last["parity"]["top1_agreement"] == 1.0 and q["kept_float"]
+    assert q["gate"]["min_agreement"] == 1.0 and q["final_check"]["agreement"] == 1.0
+    with pytest.raises(ValueError, match="fraction"):
+        QuantizeConfig(min_agreement=99.0)
+
+
 def test_no_mix_within_budget_fails_with_the_shortfall(trained, splits, tmp_path):
     with pytest.raises(QuantizationError, match=r"misses by \d+\.\d\d points") as err:
         _run(trained, splits, tmp_path, variants=["static-all-minmax"], calibration=1, max_drop=0.0,

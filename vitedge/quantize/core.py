@@ -68,6 +68,9 @@ class QuantizationError(RuntimeError):
 @dataclass
 class QuantizeConfig:
     max_drop: float = 1.0  # points of val top-1 an int8 artefact may lose against its fp32 source
+    # share of val faces on which int8 must name the class fp32 names (0: not gated). Top-1 alone lets
+    # errors cancel: an int8 model may flip 2% of faces each way and lose no accuracy
+    min_agreement: float = 0.0
     calibration: int = 256  # training images that calibrate activation ranges (static variants)
     calibrate_method: str = "minmax"  # minmax | percentile | entropy
     method: str = "auto"  # auto: try dynamic and static | dynamic | static
@@ -94,6 +97,8 @@ class QuantizeConfig:
             raise ValueError(f"method '{self.method}' is not one of {METHODS}")
         if self.max_drop < 0 or self.calibration < 1:
             raise ValueError(f"need max_drop >= 0 and calibration >= 1, got {self.max_drop}, {self.calibration}")
+        if not 0 <= self.min_agreement <= 1:
+            raise ValueError(f"min_agreement is a fraction in [0, 1], got {self.min_agreement}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "QuantizeConfig":
@@ -125,7 +130,8 @@ class Attempt:
 
     def brief(self) -> str:
         kept = f", {len(self.excluded)} unit(s) in float" if self.excluded else ""
-        return f"{self.variant}{kept}: top-1 {100 * self.top1:.2f} (drop {self.drop:+.2f})"
+        return (f"{self.variant}{kept}: top-1 {100 * self.top1:.2f} (drop {self.drop:+.2f}), "
+                f"agreement {100 * self.parity['top1_agreement']:.2f}%")
 
 
 class Backend:
@@ -223,8 +229,10 @@ def timing(predict: Predict, x: np.ndarray, cfg: QuantizeConfig) -> dict[str, An
 class Gate:
     """Accuracy of candidates against the fp32 reference on (part of) the validation split."""
 
-    def __init__(self, ref_logits: np.ndarray, x: np.ndarray, labels: np.ndarray, max_drop: float):
+    def __init__(self, ref_logits: np.ndarray, x: np.ndarray, labels: np.ndarray, max_drop: float,
+                 min_agreement: float = 0.0):
         self.ref_logits, self.x, self.labels, self.max_drop = ref_logits, x, labels, max_drop
+        self.min_agreement = min_agreement
         self.fp32_top1 = top1(ref_logits, labels)
         self.attempts: list[Attempt] = []
 
@@ -232,11 +240,15 @@ class Gate:
         logits = map_batches(cand.predict, self.x, EVAL_BATCH)
         acc = top1(logits, self.labels)
         drop = 100 * (self.fp32_top1 - acc)
-        a = Attempt(cand.variant, list(cand.excluded), acc, drop, parity_metrics(logits, self.ref_logits),
-                    drop <= self.max_drop + 1e-9, round(time.perf_counter() - t0, 2))
+        parity = parity_metrics(logits, self.ref_logits)
+        a = Attempt(cand.variant, list(cand.excluded), acc, drop, parity, self.within(drop, parity["top1_agreement"]),
+                    round(time.perf_counter() - t0, 2))
         self.attempts.append(a)
         log.info("%s -> %s", a.brief(), "pass" if a.passed else "fail")
         return a
+
+    def within(self, drop: float, agreement: float) -> bool:
+        return drop <= self.max_drop + 1e-9 and agreement >= self.min_agreement - 1e-12
 
     def kl(self, cand: Candidate) -> float:
         return parity_metrics(map_batches(cand.predict, self.x, EVAL_BATCH), self.ref_logits)["kl"]
@@ -310,7 +322,8 @@ def quantize_to_artefact(backend_cls: type[Backend], model: VisionTransformer, i
         "variant": chosen.cand.variant,
         "calibration": {"images": len(calib), "source": "train split, stratified, no augmentation",
                         "method": cfg.calibrate_method, "seed": cfg.seed},
-        "gate": {"split": "val", "n": len(gate.x), "max_drop_points": cfg.max_drop},
+        "gate": {"split": "val", "n": len(gate.x), "max_drop_points": cfg.max_drop,
+                 "min_agreement": cfg.min_agreement},
         "fp32_top1": gate.fp32_top1, "int8_top1": chosen.attempt.top1, "drop_points": chosen.attempt.drop,
         "kept_float": list(chosen.cand.excluded),
         "excluded_nodes": backend.nodes(chosen.cand.variant, chosen.cand.excluded),
@@ -334,7 +347,8 @@ def make_gate(model: VisionTransformer, info: dict[str, Any], val: Split, cfg: Q
     if cfg.gate_samples and cfg.gate_samples < len(val):
         val = val.subset(np.random.default_rng(cfg.seed).permutation(len(val))[:cfg.gate_samples])
     x_val = Preprocess.from_dict(info["preprocess"])(val.images)
-    return Gate(map_batches(torch_predict(model), x_val, EVAL_BATCH), x_val, val.labels, cfg.max_drop)
+    return Gate(map_batches(torch_predict(model), x_val, EVAL_BATCH), x_val, val.labels, cfg.max_drop,
+                cfg.min_agreement)
 
 
 def gate_candidates(backend: Backend, gate: Gate, cfg: QuantizeConfig
@@ -352,11 +366,13 @@ def gate_candidates(backend: Backend, gate: Gate, cfg: QuantizeConfig
     if not passing:
         best = min(gate.attempts, key=lambda a: a.drop)
         shortfall = best.drop - cfg.max_drop
+        agreeing = (f" and agrees with fp32 on {100 * cfg.min_agreement:.1f}% of faces" if cfg.min_agreement else "")
         raise QuantizationError(
             f"{backend.fmt} int8: no variant keeps val top-1 within {cfg.max_drop:.2f} points of fp32 "
-            f"({100 * gate.fp32_top1:.2f}); the best, {best.brief()}, misses by {shortfall:.2f} points "
-            f"after up to {cfg.max_fallback_steps} fallback step(s). Raise quantize.max_drop or "
-            f"quantize.max_fallback_steps, or try another calibrate_method.", shortfall, gate.attempts)
+            f"({100 * gate.fp32_top1:.2f}){agreeing}; the best, {best.brief()}, misses by {max(shortfall, 0):.2f} "
+            f"points after up to {cfg.max_fallback_steps} fallback step(s). Raise quantize.max_drop "
+            f"(or lower quantize.min_agreement) or quantize.max_fallback_steps, or try another calibrate_method.",
+            shortfall, gate.attempts)
     return passing, rankings
 
 
@@ -409,13 +425,16 @@ def _final_check(art_dir: Path, file_name: str, backend: Backend, gate: Gate, in
         rt = runtimes.load(art_dir, runtime="auto", device="cpu")
     except RuntimeUnavailable as exc:
         return {**checks, "skipped": str(exc)}
-    acc = top1(map_batches(rt.predict, gate.x, EVAL_BATCH), gate.labels)
+    logits = map_batches(rt.predict, gate.x, EVAL_BATCH)
+    acc = top1(logits, gate.labels)
     drop = 100 * (gate.fp32_top1 - acc)
-    if drop > gate.max_drop + 1e-9:
+    agreement = parity_metrics(logits, gate.ref_logits)["top1_agreement"]
+    if not gate.within(drop, agreement):
         raise QuantizationError(f"{art_dir}: the saved artefact scores {100 * acc:.2f} on val, {drop:.2f} points "
-                                f"below fp32 (budget {gate.max_drop}): it differs from the model that passed the gate",
-                                drop - gate.max_drop)
-    return {**checks, "runtime": rt.name, "top1": acc, "drop_points": drop}
+                                f"below fp32 (budget {gate.max_drop}), agreeing on {100 * agreement:.2f}% of faces "
+                                f"(at least {100 * gate.min_agreement:.1f}%): it differs from the model that passed "
+                                "the gate", drop - gate.max_drop)
+    return {**checks, "runtime": rt.name, "top1": acc, "drop_points": drop, "agreement": agreement}
 
 
 def copy_file(src: Path, dest: Path) -> Path:
