@@ -215,3 +215,15 @@ def test_html_escapes_values_and_shows_every_row():
     for r in records:
         assert matrix_cells(r) in parser.rows  # the whole row, unescaped back to the record's values
     assert any(evil in cell for row in parser.rows for cell in row)
+
+
+def test_rows_say_when_batch1_ran_on_fewer_threads():
+    rng = np.random.default_rng(0)
+    fewer = make_row("onnxruntime", "int8", 0.0, 0.4, 900_000, rng)
+    fewer["runtime_info"] = {"version": "1.0", "bs1_threads": 1}
+    same = make_row("onnxruntime", "fp32", 0.0, 0.6, 3_000_000, rng)
+    same["runtime_info"] = {"version": "1.0", "bs1_threads": 2}
+    records = flatten([result("student", "onnx", "int8", "cpu", [fewer]), result("student", "onnx", "fp32", "cpu", [same])])
+    shown = {r["precision"]: r["threads_shown"] for r in records}
+    assert shown == {"int8": "2 (bs1: 1)", "fp32": 2}
+    assert {r["threads"] for r in records} == {2}  # the budget, which rows are matched on

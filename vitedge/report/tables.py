@@ -31,7 +31,7 @@ MATRIX = [
     ("gate", "gate", "str"), ("machine", "machine_id", "str"),
 ]
 SPEEDUP = [("target", "target", "str"), ("model", "model", "str"), ("format", "format", "str"),
-           ("precision", "precision", "str"), ("runtime", "entry", "str"), ("threads", "threads", "str"),
+           ("precision", "precision", "str"), ("runtime", "entry", "str"), ("threads", "threads_shown", "str"),
            ("p50 ms bs1", "p50_ms", "ms"), ("throughput img/s", "throughput_ips", "int"),
            ("×fp32 same runtime bs1", "vs_fp32_bs1", "x"), ("×fp32 same runtime batch", "vs_fp32_batch", "x"),
            ("×torch eager fp32 bs1", "vs_eager_bs1", "x"), ("×torch eager fp32 batch", "vs_eager_batch", "x")]
@@ -74,6 +74,11 @@ def nested_get(d: dict | None, *keys: str) -> Any:
     return d
 
 
+def _threads_shown(threads: Any, bs1_threads: Any) -> Any:
+    """`2`, or `2 (bs1: 1)` where batch-1 calls ran on fewer threads (meta.json `bs1_threads`)."""
+    return f"{threads} (bs1: {bs1_threads})" if bs1_threads and threads and bs1_threads != threads else threads
+
+
 def _placeholder_row(result: dict[str, Any]) -> dict[str, Any]:
     """The single row of a result without rows (e.g. an artefact its target does not run)."""
     return {"entry": "-", "runtime": "-", "precision": result["precision"], "status": result["status"],
@@ -92,6 +97,8 @@ def _record(r: dict[str, Any], row: dict[str, Any], machine_id: str, line: str) 
         "artefact_precision": r["precision"], "target": r["target"], "entry": row["entry"],
         "runtime": row.get("runtime"), "runtime_version": nested_get(row, "runtime_info", "version"),
         "device": row.get("device"), "threads": row.get("threads"),
+        # batch-1 calls may run on fewer threads, the count the artefact was measured fastest with here
+        "threads_shown": _threads_shown(row.get("threads"), nested_get(row, "runtime_info", "bs1_threads")),
         "status": row["status"], "reason": row.get("reason", ""),
         "top1": nested_get(row, "accuracy", "top1"), "macro_f1": nested_get(row, "accuracy", "macro_f1"),
         "reference_top1": nested_get(row, "reference_accuracy", "top1"), "drop": row.get("accuracy_drop"),
