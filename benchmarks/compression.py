@@ -148,7 +148,8 @@ def speed_rows(run: Path, threads: list[int], batch: int = 32, seconds: float = 
                 r = benchmark(rt.predict, x, cfg)
                 tp = r["throughput"][0]
                 out.append({**row, "bs1_ms": r["latency_ms"]["p50"], "n": r["latency_ms"]["n"],
-                            "bs1_threads": getattr(rt, "bs1_threads", None) or t,
+                            # torch's pool is process-wide (set above), other backends size their own
+                            "bs1_threads": (rt.bs1_threads or t) if rt.threaded else t,
                             "batch": tp["batch"], "images_per_s": tp["images_per_s"]})
     index = {(r["model"], r["format"], r["precision"], r["threads"]): r for r in out if "bs1_ms" in r}
     for r in out:
