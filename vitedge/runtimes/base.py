@@ -37,8 +37,9 @@ def bs1_threads(meta: dict[str, Any], threads: int | None) -> int | None:
     `threads` (None: every core); `threads` itself where nothing was measured for this CPU.
 
     Why: an int8 ViT of this size runs each op in microseconds, and a second thread costs more in
-    hand-off than it brings (FER student, ORT int8: 0.54 ms on 1 thread, 0.63 ms on 2), while the
-    same model at batch 32, or in fp32, gains from every core."""
+    hand-off than it brings (the shipped FER student's records on the 2-core Xeon: LiteRT int8 0.41 ms
+    on 1 thread, 0.59 ms on 2; ONNX int8 0.61 vs 0.65 ms), while the same model at batch 32, or in
+    fp32, gains from every core."""
     record = meta.get("bs1_threads") or {}
     if not record.get("best") or record.get("cpu") != machine_info()["cpu"]["model"]:
         return threads
