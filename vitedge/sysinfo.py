@@ -65,13 +65,20 @@ def library_versions() -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=1)
+def cpu_info() -> dict:
+    """The CPU alone (model, arch, cores, int8/bf16 features): cheap, for decisions on a load path.
+    `machine_info` also asks CUDA and nvidia-smi, which a CPU runtime must not wait for."""
+    return _cpu()
+
+
+@functools.lru_cache(maxsize=1)
 def machine_info() -> dict:
     """CPU (model, cores, int8/bf16 features), GPU (name, capability, driver), OS, Python, libraries."""
     return {
         "hostname": platform.node(),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
-        "cpu": _cpu(),
+        "cpu": cpu_info(),
         "gpu": _gpu(),
         "libraries": library_versions(),
     }

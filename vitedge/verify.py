@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from vitedge import runtimes
-from vitedge.artefact import META, ArtefactError, RuntimeUnavailable, read_meta, update_meta
+from vitedge.artefact import META, ArtefactError, RuntimeUnavailable, artefact_dir, read_meta, update_meta
 from vitedge.export import BUILDERS, builder, export_artefact
 from vitedge.export.common import example_input, load_source
 from vitedge.metrics import parity_metrics
@@ -32,7 +32,7 @@ def export_verified(checkpoint: str | Path, root: str | Path, model_name: str, f
         return export_artefact(checkpoint, root, model_name, fmt, precision, **opts)
     model, info = load_source(checkpoint)
     meta = export_artefact(checkpoint, root, model_name, fmt, precision, source=(model, info), **opts)
-    return verify_and_record(Path(root) / model_name / f"{fmt}-{precision}", model, meta)
+    return verify_and_record(artefact_dir(root, model_name, fmt, precision), model, meta)
 
 
 def verify_and_record(art_dir: Path, model: Any, meta: dict[str, Any]) -> dict[str, Any]:

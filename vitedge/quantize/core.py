@@ -69,7 +69,8 @@ class QuantizationError(RuntimeError):
 class QuantizeConfig:
     max_drop: float = 1.0  # points of val top-1 an int8 artefact may lose against its fp32 source
     # share of val faces on which int8 must name the class fp32 names (0: not gated). Top-1 alone lets
-    # errors cancel: an int8 model may flip 2% of faces each way and lose no accuracy
+    # errors cancel: an int8 model may change many answers and lose little accuracy (FER student, ONNX
+    # mixed-minmax+fused: 0.08 points below fp32 on val, 98.24% agreement; logs/quantize of that run)
     min_agreement: float = 0.0
     calibration: int = 256  # training images that calibrate activation ranges (static variants)
     calibrate_method: str = "minmax"  # minmax | percentile | entropy
@@ -237,18 +238,19 @@ class Gate:
         self.attempts: list[Attempt] = []
 
     def check(self, cand: Candidate, t0: float) -> Attempt:
-        logits = map_batches(cand.predict, self.x, EVAL_BATCH)
-        acc = top1(logits, self.labels)
-        drop = 100 * (self.fp32_top1 - acc)
-        parity = parity_metrics(logits, self.ref_logits)
-        a = Attempt(cand.variant, list(cand.excluded), acc, drop, parity, self.within(drop, parity["top1_agreement"]),
-                    round(time.perf_counter() - t0, 2))
+        acc, drop, parity, passed = self.judge(map_batches(cand.predict, self.x, EVAL_BATCH))
+        a = Attempt(cand.variant, list(cand.excluded), acc, drop, parity, passed, round(time.perf_counter() - t0, 2))
         self.attempts.append(a)
         log.info("%s -> %s", a.brief(), "pass" if a.passed else "fail")
         return a
 
-    def within(self, drop: float, agreement: float) -> bool:
-        return drop <= self.max_drop + 1e-9 and agreement >= self.min_agreement - 1e-12
+    def judge(self, logits: np.ndarray) -> tuple[float, float, dict[str, float], bool]:
+        """(top-1, points below fp32, parity with fp32, within both budgets) of logits on the gate's images."""
+        acc = top1(logits, self.labels)
+        drop = 100 * (self.fp32_top1 - acc)
+        parity = parity_metrics(logits, self.ref_logits)
+        passed = drop <= self.max_drop + 1e-9 and parity["top1_agreement"] >= self.min_agreement - 1e-12
+        return acc, drop, parity, passed
 
     def kl(self, cand: Candidate) -> float:
         return parity_metrics(map_batches(cand.predict, self.x, EVAL_BATCH), self.ref_logits)["kl"]
@@ -425,11 +427,9 @@ def _final_check(art_dir: Path, file_name: str, backend: Backend, gate: Gate, in
         rt = runtimes.load(art_dir, runtime="auto", device="cpu")
     except RuntimeUnavailable as exc:
         return {**checks, "skipped": str(exc)}
-    logits = map_batches(rt.predict, gate.x, EVAL_BATCH)
-    acc = top1(logits, gate.labels)
-    drop = 100 * (gate.fp32_top1 - acc)
-    agreement = parity_metrics(logits, gate.ref_logits)["top1_agreement"]
-    if not gate.within(drop, agreement):
+    acc, drop, parity, passed = gate.judge(map_batches(rt.predict, gate.x, EVAL_BATCH))
+    agreement = parity["top1_agreement"]
+    if not passed:
         raise QuantizationError(f"{art_dir}: the saved artefact scores {100 * acc:.2f} on val, {drop:.2f} points "
                                 f"below fp32 (budget {gate.max_drop}), agreeing on {100 * agreement:.2f}% of faces "
                                 f"(at least {100 * gate.min_agreement:.1f}%): it differs from the model that passed "

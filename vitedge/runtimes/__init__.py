@@ -35,7 +35,7 @@ from vitedge.checkpoints import FORMAT as CHECKPOINT_FILE_FORMAT
 from vitedge.hosts import resolve_device
 from vitedge.io import file_size, load_torch
 from vitedge.runtimes.base import REGISTRY, Runtime, register
-from vitedge.sysinfo import machine_info
+from vitedge.sysinfo import cpu_info
 
 __all__ = ["load", "available", "runtimes", "resolve", "Runtime", "RuntimeUnavailable", "ArtefactError", "register",
            "measure_bs1_threads"]
@@ -210,4 +210,4 @@ def measure_bs1_threads(path: str | Path, seconds: float = 0.3, max_threads: int
     fastest = min(ms.values())
     best = min(t for t, v in ms.items() if v <= fastest * (1 + BS1_TIE))
     return {"best": best, "bs1_ms": {str(t): round(v, 4) for t, v in ms.items()},
-            "cpu": machine_info()["cpu"]["model"], "runtime": cls.name}
+            "cpu": cpu_info()["model"], "runtime": cls.name}

@@ -18,7 +18,7 @@ from vitedge.artefact import ArtefactError, RuntimeUnavailable
 from vitedge.batching import map_batches
 from vitedge.bench import available_cores
 from vitedge.preprocess import Preprocess
-from vitedge.sysinfo import machine_info
+from vitedge.sysinfo import cpu_info
 
 REGISTRY: dict[str, type["Runtime"]] = {}
 
@@ -41,7 +41,7 @@ def bs1_threads(meta: dict[str, Any], threads: int | None) -> int | None:
     on 1 thread, 0.59 ms on 2; ONNX int8 0.61 vs 0.65 ms), while the same model at batch 32, or in
     fp32, gains from every core."""
     record = meta.get("bs1_threads") or {}
-    if not record.get("best") or record.get("cpu") != machine_info()["cpu"]["model"]:
+    if not record.get("best") or record.get("cpu") != cpu_info()["model"]:
         return threads
     return min(int(record["best"]), threads or available_cores())
 

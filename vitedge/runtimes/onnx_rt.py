@@ -21,7 +21,7 @@ from vitedge.artefact import ArtefactError, RuntimeUnavailable
 from vitedge.io import sha256_file
 from vitedge.ort_session import open_session
 from vitedge.runtimes.base import Runtime, register
-from vitedge.sysinfo import machine_info
+from vitedge.sysinfo import cpu_info
 
 
 @register
@@ -72,7 +72,7 @@ class OnnxRuntime(Runtime):
         """(graph to load, session options): the cached optimised graph when there is one (optimisation
         off), else `model_file` with ORT told to save its optimised graph (renamed into the cache once the
         session exists)."""
-        cpu = machine_info()["cpu"]
+        cpu = cpu_info()
         key = hashlib.sha256(json.dumps([sha256_file(model_file), ort.__version__, cpu["model"], cpu["features"],
                                          self.session_settings], sort_keys=True).encode()).hexdigest()[:20]
         cached = folder / f"{Path(model_file).stem}-{key}.onnx"
