@@ -217,6 +217,29 @@ def test_cnn_teacher_builds_saves_and_loads(tmp_path):
         create_model({"arch": "cnn", "widths": [8], "depths": [1], "patch_size": 4})
 
 
+def test_cnn_checkpoint_warm_starts_a_cnn(tmp_path):
+    """`--init` with a CNN teacher's checkpoint (continuing its training): the stored config may hold
+    tuples (older checkpoints) or lists; either is the same model. Another CNN shape is refused."""
+    from vitedge.checkpoints import save_model
+    from vitedge.data import CLASSES
+    from vitedge.io import load_torch, save_torch
+    from vitedge.preprocess import Preprocess
+
+    torch.manual_seed(0)
+    src = create_model("cnn-tiny-48").eval()
+    save_model(tmp_path / "t.pt", src, Preprocess(), list(CLASSES))
+    ckpt = load_torch(tmp_path / "t.pt")
+    ckpt["config"] = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["config"].items()}
+    save_torch(ckpt, tmp_path / "tuples.pt")
+    x = torch.randn(2, 1, 48, 48)
+    for name in ("t.pt", "tuples.pt"):
+        dst = checkpoints.import_pretrained(tmp_path / name, create_model("cnn-tiny-48")).eval()
+        with torch.no_grad():
+            assert torch.equal(dst(x), src(x))
+    with pytest.raises(ValueError, match="weights for another model"):
+        checkpoints.import_pretrained(tmp_path / "t.pt", create_model("cnn-small-48"))
+
+
 def test_model_spec_arch_must_match_the_preset():
     import argparse
 

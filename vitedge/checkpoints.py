@@ -196,13 +196,22 @@ def _read_state(obj: Any) -> dict[str, torch.Tensor]:
     raise ValueError("expected a state dict of tensors (or a checkpoint holding one)")
 
 
+def _same_config(saved: Mapping[str, Any], model: torch.nn.Module) -> bool:
+    """Whether a checkpoint's stored config is `model`'s. Compared as config objects: a checkpoint
+    written before `as_dict` turned tuples into lists holds (32, 64) where the model says [32, 64]."""
+    try:
+        return type(model.cfg).from_dict(dict(saved)) == model.cfg
+    except (TypeError, ValueError):  # keys of another model family
+        return False
+
+
 def import_pretrained(path: str | Path, model: torch.nn.Module) -> torch.nn.Module:
     """Import a checkpoint file of any supported flavour into `model`: vitedge, torchvision or timm.
 
     A vitedge checkpoint of exactly the model's config (e.g. the `pretrain: none` stage's fresh
     model, or a CNN teacher) loads as it is; a ViT of another shape is adapted as timm's would be."""
     ckpt = load_torch(path)
-    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT and ckpt["config"] == model.cfg.as_dict():
+    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT and _same_config(ckpt["config"], model):
         model.load_state_dict(ckpt["state_dict"])
         return model
     if not isinstance(model, VisionTransformer):
