@@ -147,6 +147,9 @@ def test_stage_clis_chain_pretrain_then_finetune(tmp_path, data_dir):
     summary = json.loads((tmp_path / "t.json").read_text())
     assert 0 <= summary["val"]["top1"] <= 1 and summary["params"] > 0
     checkpoints.load_model(tmp_path / "t.pt")
+    # the warm start is on record: which checkpoint, and what its own stage wrote about it
+    assert summary["init"]["checkpoint"] == str(tmp_path / "p.pt")
+    assert summary["init"]["summary"] == json.loads((tmp_path / "p.json").read_text())
 
 
 def test_cli_errors_are_one_line(tmp_path):

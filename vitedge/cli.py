@@ -27,7 +27,7 @@ from vitedge import checkpoints
 from vitedge.cnn import PRESETS as CNN_PRESETS
 from vitedge.data import DatasetError, Split, load_splits
 from vitedge.data.datacard import warn_from_datacard
-from vitedge.io import atomic_path, write_json
+from vitedge.io import atomic_path, sha256_file, write_json
 from vitedge.model import create_model
 from vitedge.preprocess import Preprocess
 from vitedge.train import Dist, evaluate, seed_everything, setup_distributed
@@ -123,11 +123,26 @@ def finish_stage(args: argparse.Namespace, result: dict, splits: dict[str, Split
         "params": model.num_params(), "best_epoch": result["best"]["epoch"],
         "train_config": asdict(args.stage_config),
         "val": _brief(scores["val"]), "test": _brief(scores["test"]), "history": result["history"],
+        "init": init_record(getattr(args, "init", None)),
     }
     write_json(args.out.with_suffix(".json"), summary)
     print(f"{args.stage}: best epoch {summary['best_epoch']}, val top-1 {scores['val']['top1']:.4f}, "
           f"test top-1 {scores['test']['top1']:.4f} -> {args.out}")
     return summary
+
+
+def init_record(init: str | Path | None) -> dict | None:
+    """Where a warm-started stage began: the checkpoint, its hash and, when there is one, the summary
+    its own stage wrote beside it (<init>.json). A model trained as a chain of runs (a schedule
+    continued with a new cosine cycle) so keeps every run's config and curve on record."""
+    if not init:
+        return None
+    path = Path(init)
+    record: dict[str, Any] = {"checkpoint": str(path), "sha256": sha256_file(path)}
+    summary = path.with_suffix(".json")
+    if summary.is_file():
+        record["summary"] = json.loads(summary.read_text())
+    return record
 
 
 def _brief(m: dict) -> dict:
