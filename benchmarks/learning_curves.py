@@ -101,14 +101,27 @@ def curve_of(history: list[dict], offset_s: float = 0.0) -> list[tuple[float, fl
     return points
 
 
+def stage_history(summary: dict) -> list[dict]:
+    """A stage's epochs, after those of the runs it was warm-started from (its `init` chain: a
+    schedule continued with a new cosine cycle keeps the earlier run's summary there)."""
+    earlier = (summary.get("init") or {}).get("summary") or {}
+    return (stage_history(earlier) if "history" in earlier else []) + summary.get("history", [])
+
+
 def run_curves(run_dir: Path) -> list[dict]:
-    """The teacher's and the student's curves of a finished (or running) workflow run."""
+    """The teacher's and the student's curves of a finished (or running) workflow run: from the stage
+    summaries (`models/<name>.json`, with every run of a continued schedule), else from a running
+    stage's `metrics.jsonl`. The student's line starts where its teacher's ends."""
     rows, offset = [], 0.0
     for stage, ckpt in (("teacher", "teacher.pt"), ("student", "student.pt")):
+        summary = run_dir / "models" / Path(ckpt).with_suffix(".json").name
         log = run_dir / "models" / f"{ckpt}.work" / "metrics.jsonl"
-        if not log.is_file():
+        if summary.is_file():
+            history = stage_history(json.loads(summary.read_text()))
+        elif log.is_file():
+            history = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        else:
             continue
-        history = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         curve = curve_of(history, offset if stage == "student" else 0.0)
         rows.append({"name": f"{run_dir.name} {stage} (workflow)", "curve": curve})
         offset = curve[-1][0] if stage == "teacher" and curve else offset

@@ -123,3 +123,29 @@ def test_peak_memory_sees_a_large_allocation():
     assert m.result["peak_delta_mb"] >= 0
     if m.result["method"].startswith("VmHWM"):  # exact on Linux
         assert m.result["peak_delta_mb"] > 50
+
+
+def test_learning_curves_follow_a_continued_schedule(tmp_path):
+    """benchmarks/learning_curves.py --runs: a stage warm-started from an earlier run (its summary's
+    `init`) is drawn as one line, the earlier run's epochs first; the student starts where the teacher ends."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from learning_curves import run_curves
+
+    def epochs(*pairs):
+        return [{"epoch_s": s, "val_top1": a} for s, a in pairs]
+
+    models = tmp_path / "run" / "models"
+    models.mkdir(parents=True)
+    first = {"history": epochs((10, 0.3), (10, 0.4)), "init": {"checkpoint": "p.pt", "summary": {"method": "none"}}}
+    (models / "teacher.json").write_text(json.dumps({"history": epochs((5, 0.5)),
+                                                      "init": {"checkpoint": "t0.pt", "summary": first}}))
+    work = models / "student.pt.work"  # a student still training: its metrics so far
+    work.mkdir()
+    (work / "metrics.jsonl").write_text("\n".join(json.dumps(e) for e in epochs((2, 0.2), (2, 0.25))) + "\n")
+    teacher, student = run_curves(tmp_path / "run")
+    assert teacher["curve"] == [(10, 0.3), (20, 0.4), (25, 0.5)]
+    assert student["curve"] == [(27, 0.2), (29, 0.25)]
