@@ -262,13 +262,26 @@ def python_reference(path: Path):
     gray = to_gray_uint8(infer.read_image(path))
     pre = Preprocess.from_dict(meta["preprocess"])
     session = ort.InferenceSession(str(art / meta["file"]), providers=["CPUExecutionProvider"])
+    plain = ort.SessionOptions()
+    plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    unfused = ort.InferenceSession(str(art / meta["file"]), plain, providers=["CPUExecutionProvider"])
+
+    def softmax(sess, x):
+        logits = sess.run(None, {meta["input"]["name"]: x})[0].astype(np.float64)
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
 
     def probs_of(boxes):
+        """Python's probabilities, the 48x48 bytes, and the tolerance: with dynamic int8 an
+        activation near a rounding boundary can land on either side, so two native kernel paths
+        (ORT's optimised graph and the plain one) already differ; the page (another ORT build,
+        WebAssembly kernels) may differ as much as twice that, and never more than MAX_PROB_DIFF
+        where they agree closely."""
         crops = [infer.crop_face(gray, tuple(b), 0.2) for b in boxes]
         x = np.concatenate([pre(c[None]) for c in crops])
-        logits = session.run(None, {meta["input"]["name"]: x})[0].astype(np.float64)
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True), [pre.resize_uint8(c[None])[0] for c in crops]
+        probs = softmax(session, x)
+        tol = max(MAX_PROB_DIFF, 2 * float(np.abs(softmax(unfused, x) - probs).max()))
+        return probs, [pre.resize_uint8(c[None])[0] for c in crops], tol
 
     return faces, probs_of, meta
 
@@ -286,14 +299,14 @@ def assert_matches_python(result: dict, path: Path) -> None:
     assert result["status"] == "ok", result
     py_boxes = [[f["box"][k] for k in "xywh"] for f in faces]
     assert [f["box"] for f in result["faces"]] == py_boxes  # the Haar cascade port finds the same faces
-    probs, crops48 = probs_of(py_boxes)
+    probs, crops48, tol = probs_of(py_boxes)
     for face, py, crop, p, crop48 in zip(result["faces"], faces, result["crops"], probs, crops48):
         assert face["emotion"] == py["emotion"] and face["emotion"] in meta["classes"]  # same top-1
         np.testing.assert_array_equal(np.asarray(crop, np.uint8).reshape(crop48.shape), crop48)  # same bytes
-        assert np.abs(np.asarray(face["probs"]) - p).max() <= MAX_PROB_DIFF, (face["probs"], p.tolist())
-        assert face["confidence"] == pytest.approx(p.max(), abs=MAX_PROB_DIFF)
+        assert np.abs(np.asarray(face["probs"]) - p).max() <= tol, (face["probs"], p.tolist(), tol)
+        assert face["confidence"] == pytest.approx(p.max(), abs=tol)
         for top in py["top"]:  # vitedge.infer's own numbers (rounded to 4 decimals)
-            assert abs(face["probs"][meta["classes"].index(top["emotion"])] - top["p"]) <= MAX_PROB_DIFF
+            assert abs(face["probs"][meta["classes"].index(top["emotion"])] - top["p"]) <= tol
 
 
 def test_still_image_gives_what_python_gives(page, server, photo_host, photos):
