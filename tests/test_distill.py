@@ -14,6 +14,7 @@ from torch import nn
 from vitedge import checkpoints
 from vitedge.data import CLASSES, Split, make_synthetic, save_splits
 from vitedge.distill import DistillConfig, distill
+from vitedge.io import sha256_file
 from vitedge.losses import DistillationLoss, TeacherInput, distillation_term
 from vitedge.model import create_model
 from vitedge.preprocess import Preprocess
@@ -127,6 +128,7 @@ def test_cli_distills_and_writes_the_report(tmp_path, synthetic_splits, capsys):
     save_splits(data, synthetic_splits, {"kind": "synthetic"})
     teacher = create_model("vit-micro-48", depth=2)
     checkpoints.save_model(tmp_path / "teacher.pt", teacher, PRE, list(CLASSES))
+    (tmp_path / "teacher.json").write_text(json.dumps({"stage": "finetune", "best_epoch": 3}))  # its stage's summary
     out, report = tmp_path / "student.pt", tmp_path / "reports" / "distill.md"
     args = ["--data", str(data), "--teacher", str(tmp_path / "teacher.pt"),
            "--out", str(out), "--model-json", json.dumps({"preset": "vit-micro-48",
@@ -144,6 +146,10 @@ def test_cli_distills_and_writes_the_report(tmp_path, synthetic_splits, capsys):
     assert 0 <= s["test_top1"] <= 1 and "| teacher |" in report.read_text()
     summary = json.loads(out.with_suffix(".json").read_text())
     assert summary["stage"] == "distill" and summary["val"]["n"] == len(synthetic_splits["val"])
+    # the teacher is on record with its hash and its own summary (a chain of cycles keeps each one's teacher)
+    assert summary["teacher"] == {"checkpoint": str(tmp_path / "teacher.pt"),
+                                  "sha256": sha256_file(tmp_path / "teacher.pt"),
+                                  "summary": {"stage": "finetune", "best_epoch": 3}}
 
     assert main([*args[:-3], "--model-json", json.dumps({"preset": "vit-micro-48"})]) == 2
     assert "distillation token" in capsys.readouterr().err

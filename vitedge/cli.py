@@ -123,21 +123,24 @@ def finish_stage(args: argparse.Namespace, result: dict, splits: dict[str, Split
         "params": model.num_params(), "best_epoch": result["best"]["epoch"],
         "train_config": asdict(args.stage_config),
         "val": _brief(scores["val"]), "test": _brief(scores["test"]), "history": result["history"],
-        "init": init_record(getattr(args, "init", None)),
+        "init": checkpoint_record(getattr(args, "init", None)),
     }
+    if getattr(args, "teacher", None):  # distillation: which teacher taught this run, and how it was trained
+        summary["teacher"] = checkpoint_record(args.teacher)
     write_json(args.out.with_suffix(".json"), summary)
     print(f"{args.stage}: best epoch {summary['best_epoch']}, val top-1 {scores['val']['top1']:.4f}, "
           f"test top-1 {scores['test']['top1']:.4f} -> {args.out}")
     return summary
 
 
-def init_record(init: str | Path | None) -> dict | None:
-    """Where a warm-started stage began: the checkpoint, its hash and, when there is one, the summary
-    its own stage wrote beside it (<init>.json). A model trained as a chain of runs (a schedule
-    continued with a new cosine cycle) so keeps every run's config and curve on record."""
-    if not init:
+def checkpoint_record(checkpoint: str | Path | None) -> dict | None:
+    """A checkpoint a stage started from (`--init`) or learnt from (`--teacher`): its path, its hash
+    and, when there is one, the summary its own stage wrote beside it (<checkpoint>.json). A model
+    trained as a chain of runs (a schedule continued with a new cosine cycle, each cycle taught by
+    the teacher of its day) so keeps every run's config, curve and teacher on record."""
+    if not checkpoint:
         return None
-    path = Path(init)
+    path = Path(checkpoint)
     record: dict[str, Any] = {"checkpoint": str(path), "sha256": sha256_file(path)}
     summary = path.with_suffix(".json")
     if summary.is_file():
