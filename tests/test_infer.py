@@ -207,6 +207,10 @@ def test_the_shipped_model_runs_as_installed(photos):
         acc = m["shipped"]["test_accuracy"]
         assert 0 < acc["top1"] <= 1 and acc["n"] > 0 and "vitedge.evaluate" in acc["command"]
         assert "research use" in m["shipped"]["licence"]
+    # the fp32 weights come with their stage summary, so `--init` from them keeps the training chain
+    summary = json.loads((shipped / "student.json").read_text())
+    assert summary["stage"] == "distill" and summary["init"] and summary["teacher"]
+    assert summary == metas[0]["shipped"]["training"]["distill"]
     proc = subprocess.run([sys.executable, "-m", "vitedge.infer", "--json", str(photos / "astronaut.png")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -7,7 +7,8 @@ Each shipped artefact's `meta.json` gains a `shipped` section: how the model was
 configs, data, machine, from the checkpoints' own records), its test accuracy measured here with
 `vitedge.evaluate` on the artefact as shipped (so `python -m vitedge.evaluate --model
 vitedge/assets/model/<artefact> --data <FER-2013> --split test` reproduces it), and the licence note.
-The fp32 checkpoint (`<model>.pt`, loadable with weights_only=True) is copied beside them.
+The fp32 checkpoint (`<model>.pt`, loadable with weights_only=True) and its stage summary
+(`<model>.json`) are copied beside them.
 """
 from __future__ import annotations
 
@@ -60,8 +61,11 @@ def ship(run: Path, model: str, artefacts: list[str], data: str, out: Path) -> N
             }
             write_json(tmp / "meta.json", meta)
         print(f"{name}: test top-1 {100 * result['top1']:.2f}%, macro-F1 {100 * result['macro_f1']:.2f}% -> {out / name}")
-    with atomic_path(out / f"{model}.pt") as tmp:
-        shutil.copyfile(run / "models" / f"{model}.pt", tmp)
+    # the checkpoint with its stage summary beside it, as the run wrote them: `--init
+    # vitedge/assets/model/<model>.pt` then continues the schedule with every earlier cycle on record
+    for suffix in (".json", ".pt"):
+        with atomic_path(out / f"{model}{suffix}") as tmp:
+            shutil.copyfile(run / "models" / f"{model}{suffix}", tmp)
 
 
 def main(argv: list[str] | None = None) -> int:
