@@ -13,7 +13,7 @@ from torch import nn
 
 from vitedge import checkpoints
 from vitedge.data import CLASSES, Split, make_synthetic, save_splits
-from vitedge.distill import DistillConfig, distill
+from vitedge.distill import DistillConfig, TeacherEnsemble, distill, load_teacher
 from vitedge.io import sha256_file
 from vitedge.losses import DistillationLoss, TeacherInput, distillation_term
 from vitedge.model import create_model
@@ -153,6 +153,54 @@ def test_cli_distills_and_writes_the_report(tmp_path, synthetic_splits, capsys):
 
     assert main([*args[:-3], "--model-json", json.dumps({"preset": "vit-micro-48"})]) == 2
     assert "distillation token" in capsys.readouterr().err
+
+
+def test_an_ensemble_teaches_its_mean_probabilities(tmp_path):
+    a, b = create_model("vit-micro-48", depth=1).eval(), create_model("cnn-small-48").eval()
+    x = torch.randn(5, 1, 48, 48)
+    ensemble = TeacherEnsemble([a, b]).eval()
+    with torch.no_grad():
+        logits = ensemble(x)
+        mean = (a(x).softmax(1) + b(x).softmax(1)) / 2
+    # a logit again: softmax gives back the mean distribution, argmax is the vote of that mean
+    assert torch.allclose(logits.softmax(1), mean, atol=1e-6) and torch.equal(logits.argmax(1), mean.argmax(1))
+    assert ensemble.num_params() == a.num_params() + b.num_params()
+    with pytest.raises(ValueError, match="at least two"):
+        TeacherEnsemble([a])
+    with pytest.raises(ValueError, match="different inputs"):
+        TeacherEnsemble([a, create_model("vit-micro-48", depth=1, img_size=36)])
+    # members must share their preprocessing: a silent mismatch would teach from distorted inputs
+    checkpoints.save_model(tmp_path / "a.pt", a, PRE, list(CLASSES))
+    checkpoints.save_model(tmp_path / "b.pt", b, Preprocess(mean=0.4, std=0.2), list(CLASSES))
+    with pytest.raises(ValueError, match="must share their input"):
+        load_teacher([tmp_path / "a.pt", tmp_path / "b.pt"])
+    single, pre, _ = load_teacher([tmp_path / "a.pt"])  # a list of one is that teacher, not an ensemble
+    assert not isinstance(single, TeacherEnsemble) and pre == PRE
+
+
+def test_cli_distills_from_an_ensemble(tmp_path, synthetic_splits):
+    from vitedge.distill.__main__ import main
+
+    data = tmp_path / "data"
+    save_splits(data, synthetic_splits, {"kind": "synthetic"})
+    teachers = [tmp_path / "t1.pt", tmp_path / "t2.pt"]
+    checkpoints.save_model(teachers[0], create_model("vit-micro-48", depth=1), PRE, list(CLASSES))
+    checkpoints.save_model(teachers[1], create_model("cnn-small-48"), PRE, list(CLASSES))
+    out, report = tmp_path / "student.pt", tmp_path / "distill.md"
+    assert main(["--data", str(data), "--teacher", *map(str, teachers), "--out", str(out),
+                 "--model-json", json.dumps({"preset": "vit-micro-48", "overrides": {"depth": 1, "distilled": True}}),
+                 "--train-json", json.dumps({"epochs": 1, "batch_size": 16, "max_steps_per_epoch": 2}),
+                 "--report", str(report)]) == 0
+    _, info = checkpoints.load_model(out)
+    assert info["meta"]["teacher"] == [str(t) for t in teachers]
+    assert info["meta"]["train_config"]["teacher_sha256"] == ",".join(sha256_file(t) for t in teachers)
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert [r["sha256"] for r in summary["teacher"]] == [sha256_file(t) for t in teachers]
+    table = json.loads(report.with_suffix(".json").read_text())["models"]
+    assert list(table) == ["teacher", "teacher 1", "teacher 2", "student"]
+    assert table["teacher"]["params"] == table["teacher 1"]["params"] + table["teacher 2"]["params"]
+    assert table["teacher"]["flops"] == table["teacher 1"]["flops"] + table["teacher 2"]["flops"]
+    assert isinstance(table["teacher"]["preset_config"], list) and "| teacher 2 |" in report.read_text()
 
 
 # --------------------------------------------------------------------------- does the teacher help?

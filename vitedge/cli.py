@@ -125,8 +125,10 @@ def finish_stage(args: argparse.Namespace, result: dict, splits: dict[str, Split
         "val": _brief(scores["val"]), "test": _brief(scores["test"]), "history": result["history"],
         "init": checkpoint_record(getattr(args, "init", None)),
     }
-    if getattr(args, "teacher", None):  # distillation: which teacher taught this run, and how it was trained
-        summary["teacher"] = checkpoint_record(args.teacher)
+    teachers = getattr(args, "teacher", None)
+    if teachers:  # distillation: which teacher (or ensemble, a list) taught this run, and how it was trained
+        records = [checkpoint_record(t) for t in teachers]
+        summary["teacher"] = records[0] if len(records) == 1 else records
     write_json(args.out.with_suffix(".json"), summary)
     print(f"{args.stage}: best epoch {summary['best_epoch']}, val top-1 {scores['val']['top1']:.4f}, "
           f"test top-1 {scores['test']['top1']:.4f} -> {args.out}")

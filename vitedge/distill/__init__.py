@@ -4,6 +4,8 @@ The student (e.g. vit-micro-48 with `distilled: true`) is trained by the shared 
 (`vitedge.train.fit`) with `DistillationLoss` (see `vitedge.losses`): cross-entropy with label
 smoothing on its class head, the teacher's hard labels (or temperature-softened distribution) on
 its distillation head. At inference the model averages both heads; every export computes that.
+Several `--teacher` checkpoints teach as one (`TeacherEnsemble`: their mean class probabilities),
+the usual way to a better teacher when a longer schedule costs more time than a second model.
 
     python -m vitedge.distill --data results/default/data --teacher models/teacher.pt \
         --out models/student.pt --model-json '{"preset": "vit-micro-48", "overrides": {"distilled": true}}' \
@@ -57,11 +59,48 @@ def distill(student: VisionTransformer, teacher: nn.Module | None, train: Split,
                dist_env=dist_env)
 
 
-def load_teacher(path: str | Path) -> tuple[VisionTransformer, Preprocess, dict]:
-    teacher, info = checkpoints.load_model(path)
-    if list(info["classes"]) != list(CLASSES):
-        raise ValueError(f"teacher {path} predicts {info['classes']}, not the FER classes {list(CLASSES)}")
-    return teacher, Preprocess.from_dict(info["preprocess"]), info
+class TeacherEnsemble(nn.Module):
+    """Frozen teachers that teach as one: the log of their mean class probabilities.
+
+    Averaging probabilities (not logits) keeps each member's confidence on the same scale whatever
+    its logit temperature; the log makes the result a logit again, so `argmax` is the ensemble's
+    vote (hard distillation) and `softmax(. / tau)` a tempered form of its distribution (soft).
+    Members share one input (size, channels, preprocessing: `load_teacher` checks).
+    """
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError("an ensemble needs at least two teachers")
+        shapes = {(m.cfg.in_chans, m.cfg.img_size) for m in members}
+        if len(shapes) > 1:
+            raise ValueError(f"ensemble teachers take different inputs (channels, size): {sorted(shapes)}")
+        self.members = nn.ModuleList(members)
+        self.cfg = members[0].cfg  # input channels and size, for FLOP counting and latency
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([m(x).float().softmax(dim=1) for m in self.members]).mean(dim=0)
+        return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
+
+    def num_params(self) -> int:
+        return sum(m.num_params() for m in self.members)
+
+
+def load_teacher(paths: str | Path | list) -> tuple[nn.Module, Preprocess, dict]:
+    """One checkpoint, or several (a `TeacherEnsemble`; they must share their preprocessing)."""
+    if isinstance(paths, (str, Path)) or len(paths) == 1:
+        path = paths if isinstance(paths, (str, Path)) else paths[0]
+        teacher, info = checkpoints.load_model(path)
+        if list(info["classes"]) != list(CLASSES):
+            raise ValueError(f"teacher {path} predicts {info['classes']}, not the FER classes {list(CLASSES)}")
+        return teacher, Preprocess.from_dict(info["preprocess"]), info
+    loaded = [load_teacher(p) for p in paths]
+    pre = loaded[0][1]
+    for path, (_, other, _) in zip(paths[1:], loaded[1:]):
+        if other != pre:
+            raise ValueError(f"ensemble teacher {path} preprocesses as {other}, {paths[0]} as {pre}: "
+                             "ensemble members must share their input")
+    return TeacherEnsemble([t for t, _, _ in loaded]), pre, {"members": [info for _, _, info in loaded]}
 
 
 # --------------------------------------------------------------------------- report
@@ -86,7 +125,8 @@ def model_card(model: VisionTransformer, splits: dict[str, Split], pre: Preproce
     """Accuracy (val, test), size, counted FLOPs and batch-1 CPU latency of one model."""
     scores = {name: evaluate(model, splits[name], pre) for name in ("val", "test")}
     return {
-        "preset_config": model.cfg.as_dict(),
+        "preset_config": ([m.cfg.as_dict() for m in model.members] if isinstance(model, TeacherEnsemble)
+                          else model.cfg.as_dict()),
         "params": model.num_params(),
         "flops": flops_per_image(model),
         "latency_ms_bs1": cpu_latency_ms(model),
@@ -96,8 +136,12 @@ def model_card(model: VisionTransformer, splits: dict[str, Split], pre: Preproce
 
 def write_report(path: str | Path, teacher: VisionTransformer, student: VisionTransformer, splits: dict[str, Split],
                  teacher_pre: Preprocess, student_pre: Preprocess, cfg: DistillConfig) -> dict:
-    """`path` (Markdown) and `path` with .json: teacher vs student."""
-    rows = {"teacher": model_card(teacher, splits, teacher_pre), "student": model_card(student, splits, student_pre)}
+    """`path` (Markdown) and `path` with .json: teacher vs student. An ensemble's row "teacher" is the
+    ensemble (what the student learnt from); its members follow as "teacher 1", "teacher 2", ..."""
+    rows = {"teacher": model_card(teacher, splits, teacher_pre)}
+    if isinstance(teacher, TeacherEnsemble):
+        rows.update({f"teacher {i}": model_card(m, splits, teacher_pre) for i, m in enumerate(teacher.members, 1)})
+    rows["student"] = model_card(student, splits, student_pre)
     t, s = rows["teacher"], rows["student"]
     report: dict[str, Any] = {"distillation": {"type": cfg.distillation_type, "alpha": cfg.alpha, "tau": cfg.tau, "epochs": cfg.epochs},
               "models": rows, "threads": LATENCY_THREADS, "machine": machine_info()}

@@ -15,7 +15,8 @@ from vitedge.losses import DISTILLATION_TYPES
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m vitedge.distill", description="DeiT distillation of a student ViT.")
     add_common_args(p, default_stage="distill")
-    p.add_argument("--teacher", required=True, type=Path, help="vitedge checkpoint of the (fine-tuned) teacher")
+    p.add_argument("--teacher", required=True, type=Path, nargs="+",
+                   help="vitedge checkpoint of the (fine-tuned) teacher; several teach as an ensemble")
     p.add_argument("--init", help="checkpoint to start the student from (default: random, as in DeiT)")
     p.add_argument("--distillation-type", choices=DISTILLATION_TYPES)
     p.add_argument("--alpha", type=float)
@@ -35,12 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> None:
         d, splits = begin_stage(args)  # seeded before the teacher and the student are built
         teacher, teacher_pre, _ = load_teacher(args.teacher)
-        cfg.teacher_sha256 = sha256_file(args.teacher)
+        cfg.teacher_sha256 = ",".join(sha256_file(t) for t in args.teacher)
+        teacher_meta = [str(t) for t in args.teacher] if len(args.teacher) > 1 else str(args.teacher[0])
         student = build_stage_model(args.model_spec, args.init)
         pre = preprocess_for(student, args.model_spec)
         result = distill(student, teacher.to(d.device), splits["train"], splits["val"], pre, cfg, args.work_dir,
                          teacher_pre, resume=args.resume, dist_env=d,
-                         meta={"teacher": str(args.teacher), "init": args.init, "data": str(args.data)})
+                         meta={"teacher": teacher_meta, "init": args.init, "data": str(args.data)})
         if d.main:
             finish_stage(args, result, splits, pre)
             if args.report:
