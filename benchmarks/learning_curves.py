@@ -16,7 +16,8 @@ split) top-1 is measured at 8 points along the way; the curve's time axis is tra
   (so `cnn` must run first); its line starts at the teacher's training time, which it needed.
 
 `--runs RUN_DIR ...` adds the curves of finished workflow runs (teacher and student, from their
-`metrics.jsonl`), so the long schedule of `snakemake ... --configfile workflow/config/fer2013.yaml`
+stage summaries or `metrics.jsonl`; the teacher is the one that taught the student's last cycle,
+as its summary records it), so the long schedule of `snakemake ... --configfile workflow/config/fer2013.yaml`
 sits on the same axes. Writes `<out>.png` (the plot), `<out>.md` (table) and `<out>.json`.
 """
 from __future__ import annotations
@@ -108,15 +109,30 @@ def stage_history(summary: dict) -> list[dict]:
     return (stage_history(earlier) if "history" in earlier else []) + summary.get("history", [])
 
 
+def last_cycle_teacher(student_summary: Path) -> dict | None:
+    """The summary of the teacher that taught the student's last cycle (it may have been trained
+    outside the workflow, e.g. a continued teacher), with its own `init` chain; of an ensemble, the
+    member with the longest chain. None when the student's summary does not record one."""
+    if not student_summary.is_file():
+        return None
+    record = json.loads(student_summary.read_text()).get("teacher")
+    records = record if isinstance(record, list) else [record] if record else []
+    summaries = [r["summary"] for r in records if "history" in (r.get("summary") or {})]
+    return max(summaries, key=lambda s: len(stage_history(s)), default=None)
+
+
 def run_curves(run_dir: Path) -> list[dict]:
     """The teacher's and the student's curves of a finished (or running) workflow run: from the stage
     summaries (`models/<name>.json`, with every run of a continued schedule), else from a running
     stage's `metrics.jsonl`. The student's line starts where its teacher's ends."""
     rows, offset = [], 0.0
+    last_teacher = last_cycle_teacher(run_dir / "models" / "student.json")
     for stage, ckpt in (("teacher", "teacher.pt"), ("student", "student.pt")):
         summary = run_dir / "models" / Path(ckpt).with_suffix(".json").name
         log = run_dir / "models" / f"{ckpt}.work" / "metrics.jsonl"
-        if summary.is_file():
+        if stage == "teacher" and last_teacher:
+            history = stage_history(last_teacher)
+        elif summary.is_file():
             history = stage_history(json.loads(summary.read_text()))
         elif log.is_file():
             history = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]

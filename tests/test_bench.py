@@ -149,3 +149,15 @@ def test_learning_curves_follow_a_continued_schedule(tmp_path):
     teacher, student = run_curves(tmp_path / "run")
     assert teacher["curve"] == [(10, 0.3), (20, 0.4), (25, 0.5)]
     assert student["curve"] == [(27, 0.2), (29, 0.25)]
+
+    # a finished student records the teacher(s) of its last cycle: that teacher's chain is drawn (of an
+    # ensemble, the member with the longest chain), even when it was trained outside the workflow
+    continued = {"history": epochs((7, 0.6)), "init": {"checkpoint": "teacher.pt",
+                                                        "summary": json.loads((models / "teacher.json").read_text())}}
+    (models / "student.json").write_text(json.dumps({
+        "history": epochs((3, 0.55)),
+        "teacher": [{"checkpoint": "teacher.pt", "summary": json.loads((models / "teacher.json").read_text())},
+                    {"checkpoint": "teacher2.pt", "summary": continued}]}))
+    teacher, student = run_curves(tmp_path / "run")
+    assert teacher["curve"] == [(10, 0.3), (20, 0.4), (25, 0.5), (32, 0.6)]
+    assert student["curve"] == [(35, 0.55)]
