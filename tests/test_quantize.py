@@ -123,6 +123,22 @@ def test_onnx_int8_passes_the_gate(trained, splits, tmp_path):
     assert bs1["bs1_ms"][str(bs1["best"])] <= min(bs1["bs1_ms"].values()) * (1 + runtimes.BS1_TIE) + 1e-9
 
 
+def test_dynamic_int8_answers_each_face_as_if_alone(trained, splits, tmp_path):
+    """ORT's dynamic int8 quantises activations with one scale per call: batched, a face's logits would
+    depend on its neighbours. The runtime runs such artefacts one face per call, so they do not."""
+    _run(trained, splits, tmp_path, variants=["dynamic"], max_drop=100.0)
+    rt = runtimes.load(tmp_path / "m" / "onnx-int8")
+    assert rt.per_face and rt.info()["one_face_per_call"]
+    x = rt.preprocess(splits["test"].images[:6])
+    x[0] *= 40.0  # an outlier face widens a per-call range: the others' logits would move with it
+    alone = np.concatenate([rt.predict(x[i:i + 1]) for i in range(len(x))])
+    assert np.array_equal(rt.predict(x), alone)
+    batched = rt.session.run(None, {rt.input_name: x})[0]  # what one call on the batch gives
+    assert not np.allclose(batched[1:], alone[1:], atol=1e-6)  # so the test can fail
+    from vitedge.runtimes.onnx_rt import dynamic_activations
+    assert not dynamic_activations({"quantization": {"method": {"kind": "static"}}}) and not dynamic_activations({})
+
+
 def test_fallback_keeps_the_most_sensitive_units_in_float(trained, splits, tmp_path):
     # every op quantised from the ranges of ONE image: certain to fail a zero-drop budget at first
     meta = _run(trained, splits, tmp_path, variants=["static-all-minmax"], calibration=1, max_drop=0.0,
