@@ -161,3 +161,27 @@ def test_learning_curves_follow_a_continued_schedule(tmp_path):
     teacher, student = run_curves(tmp_path / "run")
     assert teacher["curve"] == [(10, 0.3), (20, 0.4), (25, 0.5), (32, 0.6)]
     assert student["curve"] == [(35, 0.55)]
+
+
+def test_teachers_benchmark_scores_each_teacher_and_their_ensemble(tmp_path, capsys):
+    """benchmarks/teachers.py: one row per checkpoint and one for their ensemble, on PublicTest (val)."""
+    import sys
+    from pathlib import Path
+
+    from vitedge import checkpoints
+    from vitedge.data import CLASSES, make_synthetic, save_splits
+    from vitedge.model import create_model
+    from vitedge.preprocess import Preprocess
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from teachers import main
+
+    save_splits(tmp_path / "data", make_synthetic(per_class=3, seed=0), {"kind": "synthetic"})
+    paths = [tmp_path / "a.pt", tmp_path / "b.pt"]
+    for path, model in zip(paths, (create_model("cnn-tiny-48"), create_model("vit-micro-48", depth=1))):
+        checkpoints.save_model(path, model, Preprocess(), list(CLASSES))
+    assert main(["--data", str(tmp_path / "data"), "--teachers", *map(str, paths), "--threads", "1",
+                 "--md", str(tmp_path / "t.md")]) == 0
+    rows = [line for line in (tmp_path / "t.md").read_text().splitlines() if line.startswith("| ") and "%" not in line]
+    assert [r.split(" | ")[0][2:] for r in rows] == [str(paths[0]), str(paths[1]), "ensemble of all"]
+    assert all(0 <= float(r.split(" | ")[2]) <= 100 for r in rows)
