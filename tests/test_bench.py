@@ -163,7 +163,7 @@ def test_learning_curves_follow_a_continued_schedule(tmp_path):
     assert student["curve"] == [(35, 0.55)]
 
 
-def test_teachers_benchmark_scores_each_teacher_and_their_ensemble(tmp_path, capsys):
+def test_teachers_benchmark_scores_each_teacher_and_their_ensemble(tmp_path):
     """benchmarks/teachers.py: one row per checkpoint and one for their ensemble, on PublicTest (val)."""
     import sys
     from pathlib import Path
