@@ -185,3 +185,51 @@ def test_teachers_benchmark_scores_each_teacher_and_their_ensemble(tmp_path):
     rows = [line for line in (tmp_path / "t.md").read_text().splitlines() if line.startswith("| ") and "%" not in line]
     assert [r.split(" | ")[0][2:] for r in rows] == [str(paths[0]), str(paths[1]), "ensemble of all"]
     assert all(0 <= float(r.split(" | ")[2]) <= 100 for r in rows)
+
+
+SNAKEMAKE_LOG = """\
+Building DAG of jobs...
+[Wed Dec  2 23:45:00 2026]
+localrule finetune:
+    output: results/default/models/teacher.pt
+    jobid: 1
+    threads: 2
+
+[Wed Dec  2 23:45:00 2026]
+localrule export:
+    output: results/default/artefacts/student/onnx-fp32/meta.json
+    jobid: 11
+    wildcards: model=student, fmt=onnx, precision=fp32
+    threads: 1
+
+[Wed Dec  2 23:45:29 2026]
+Finished jobid: 1 (Rule: finetune)
+1 of 3 steps (33%) done
+[Wed Dec  2 23:45:31 2026]
+Finished jobid: 11 (Rule: export)
+2 of 3 steps (67%) done
+[Wed Dec  2 23:45:31 2026]
+localrule distill:
+    jobid: 5
+    threads: 2
+"""
+
+
+def test_workflow_times_reads_job_seconds_from_snakemakes_log(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from workflow_times import main, parse
+
+    jobs = parse(SNAKEMAKE_LOG)
+    assert [(j.rule, j.jobid, j.seconds) for j in jobs[:2]] == [("finetune", "1", 29.0), ("export", "11", 31.0)]
+    assert jobs[1].wildcards == "model=student, fmt=onnx, precision=fp32"
+    assert jobs[2].rule == "distill" and jobs[2].end is None  # killed or still running: no time
+    log = tmp_path / "run.snakemake.log"
+    log.write_text(SNAKEMAKE_LOG)
+    assert main([str(log), "--md", str(tmp_path / "times.md")]) == 0
+    out = capsys.readouterr().out
+    assert "2 jobs finished (1 unfinished); first start to last end: 31 s" in out
+    assert "| export | 1 | 31 | 100 |" in out and "| finetune | 1 | 29 | 94 |" in out
+    assert (tmp_path / "times.md").read_text().endswith(out.split("\n\n", 1)[1])
