@@ -99,9 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.md:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from vitedge.io import atomic_write_text
+        from vitedge.sysinfo import describe
 
+        # the log does not name the CPU: this is where the table was written, the run's own machine
+        # when it is run in the run's folder as the README does
         args.md.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.md, text)
+        atomic_write_text(args.md, f"{text}\nWritten on: {describe()}\n")
     return 0
 
 
