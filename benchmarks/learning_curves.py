@@ -15,10 +15,13 @@ split) top-1 is measured at 8 points along the way; the curve's time axis is tra
 - distilled: hybrid-tiny-48 with a distillation token, taught by the `cnn` candidate's best checkpoint
   (so `cnn` must run first); its line starts at the teacher's training time, which it needed.
 
-`--runs RUN_DIR ...` adds the curves of finished workflow runs (teacher and student, from their
+`--runs RUN_DIR[=LABEL] ...` adds the curves of finished workflow runs (teacher and student, from their
 stage summaries or `metrics.jsonl`; the teacher is the one that taught the student's last cycle,
 as its summary records it), so the long schedule of `snakemake ... --configfile workflow/config/fer2013.yaml`
-sits on the same axes. Writes `<out>.png` (the plot), `<out>.md` (table) and `<out>.json`.
+sits on the same axes; LABEL (default: the folder's name) tells apart runs of one config made in
+different checkouts. Runs added before stay in `<out>.json` (and the plot) until `--fresh` or a run
+of the same label replaces them, so a run whose folder is gone is still drawn.
+Writes `<out>.png` (the plot), `<out>.md` (table) and `<out>.json`.
 """
 from __future__ import annotations
 
@@ -121,7 +124,14 @@ def last_cycle_teacher(student_summary: Path) -> dict | None:
     return max(summaries, key=lambda s: len(stage_history(s)), default=None)
 
 
-def run_curves(run_dir: Path) -> list[dict]:
+def parse_run(spec: str) -> tuple[Path, str]:
+    """`results/fer2013=one-go` -> (Path("results/fer2013"), "one-go"); without `=LABEL` the label
+    is the folder's name."""
+    path, _, label = spec.partition("=")
+    return Path(path), label or Path(path).name
+
+
+def run_curves(run_dir: Path, label: str | None = None) -> list[dict]:
     """The teacher's and the student's curves of a finished (or running) workflow run: from the stage
     summaries (`models/<name>.json`, with every run of a continued schedule), else from a running
     stage's `metrics.jsonl`. The student's line starts where its teacher's ends."""
@@ -139,7 +149,8 @@ def run_curves(run_dir: Path) -> list[dict]:
         else:
             continue
         curve = curve_of(history, offset if stage == "student" else 0.0)
-        rows.append({"name": f"{run_dir.name} {stage} (workflow)", "curve": curve})
+        rows.append({"name": f"{label or run_dir.name} {stage} (workflow)", "run": label or run_dir.name,
+                     "curve": curve})
         offset = curve[-1][0] if stage == "teacher" and curve else offset
     return rows
 
@@ -174,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, help="a data folder written by `python -m vitedge.data` (FER-2013)")
     p.add_argument("--minutes", type=float, default=5.0, help="training budget per candidate")
     p.add_argument("--candidates", nargs="*", default=list(CANDIDATES), choices=list(CANDIDATES))
-    p.add_argument("--runs", nargs="*", type=Path, default=[], help="workflow run folders to add (results/<run>)")
+    p.add_argument("--runs", nargs="*", type=parse_run, default=[],
+                   help="workflow run folders to add (results/<run>, or results/<run>=LABEL)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("reports/learning_curves"))
     p.add_argument("--fresh", action="store_true", help="retrain candidates already measured in <out>.json")
@@ -186,10 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     # candidates measured before (same budget) are read back, so adding a workflow run's curves
     # later does not retrain them
     done: dict[str, dict] = {}
+    earlier_runs: list[dict] = []
     if args.out.with_suffix(".json").is_file() and not args.fresh:
         old = json.loads(args.out.with_suffix(".json").read_text())
         if old.get("minutes") == args.minutes:
             done = {r["candidate"]: r for r in old["rows"] if "candidate" in r}
+        # a workflow run's curves cost hours and its folder may be gone (another machine): keep them
+        earlier_runs = [r for r in old["rows"] if "candidate" not in r]
     rows: list[dict] = []
     if args.candidates:
         splits = load_splits(args.data) if args.data and set(args.candidates) - set(done) else None
@@ -212,8 +227,10 @@ def main(argv: list[str] | None = None) -> int:
             if name == "distilled":
                 row["curve"] = [(t + teacher_time, a) for t, a in row["curve"]]
             rows.append(row)
-    for run in args.runs:
-        rows.extend(run_curves(run))
+    new_labels = {label for _, label in args.runs}
+    rows.extend(r for r in earlier_runs if r.get("run", r["name"].rsplit(" ", 2)[0]) not in new_labels)
+    for run_dir, label in args.runs:
+        rows.extend(run_curves(run_dir, label))
 
     machine = describe(machine_info())
     plot(rows, args.out.with_suffix(".png"),

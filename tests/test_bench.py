@@ -163,6 +163,44 @@ def test_learning_curves_follow_a_continued_schedule(tmp_path):
     assert student["curve"] == [(35, 0.55)]
 
 
+def test_learning_curves_keep_earlier_runs_and_tell_runs_apart_by_label(tmp_path):
+    """benchmarks/learning_curves.py: a run added before stays in <out>.json after its folder is gone;
+    `DIR=LABEL` names a second run of the same config; re-adding a label replaces its rows."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from learning_curves import main, parse_run
+
+    assert parse_run("results/fer2013") == (Path("results/fer2013"), "fer2013")
+    assert parse_run("x/fer2013=one-go") == (Path("x/fer2013"), "one-go")
+
+    def run(folder, acc):
+        models = folder / "models"
+        models.mkdir(parents=True)
+        (models / "teacher.json").write_text(json.dumps({"history": [{"epoch_s": 10, "val_top1": acc}]}))
+        (models / "student.json").write_text(json.dumps({"history": [{"epoch_s": 5, "val_top1": acc / 2}]}))
+        return folder
+
+    out = tmp_path / "curves"
+    first = run(tmp_path / "a" / "fer2013", 0.6)
+    assert main(["--candidates", "--runs", str(first), "--out", str(out), "--threads", "1"]) == 0
+    second = run(tmp_path / "b" / "fer2013", 0.5)
+    for f in (first / "models").iterdir():
+        f.unlink()
+    assert main(["--candidates", "--runs", f"{second}=one-go", "--out", str(out), "--threads", "1"]) == 0
+    rows = {r["name"]: r["curve"] for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    assert rows == {"fer2013 teacher (workflow)": [[10, 0.6]], "fer2013 student (workflow)": [[15, 0.3]],
+                    "one-go teacher (workflow)": [[10, 0.5]], "one-go student (workflow)": [[15, 0.25]]}
+    assert out.with_suffix(".png").stat().st_size > 0 and "one-go student" in out.with_suffix(".md").read_text()
+
+    third = run(tmp_path / "c" / "fer2013", 0.7)  # the same label again: its rows are replaced
+    main(["--candidates", "--runs", f"{third}=one-go", "--out", str(out), "--threads", "1"])
+    rows = {r["name"]: r["curve"] for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    assert len(rows) == 4 and rows["one-go teacher (workflow)"] == [[10, 0.7]]
+
+
 def test_teachers_benchmark_scores_each_teacher_and_their_ensemble(tmp_path):
     """benchmarks/teachers.py: one row per checkpoint and one for their ensemble, on PublicTest (val)."""
     import sys
