@@ -14,6 +14,11 @@ split) top-1 is measured at 8 points along the way; the curve's time axis is tra
 - cnn: the convnet teacher (cnn-small-48)
 - distilled: hybrid-tiny-48 with a distillation token, taught by the `cnn` candidate's best checkpoint
   (so `cnn` must run first); its line starts at the teacher's training time, which it needed.
+- hybrid-seq, distilled-seq: the same two with CCT's sequence pooling instead of the class token.
+
+`--teacher CKPT` teaches the distilled candidates with a given checkpoint (e.g. a workflow run's
+`models/teacher.pt`) instead of the `cnn` candidate's; their lines then start at 0. With a longer
+`--minutes` this compares student variants as the FER config trains them (several epochs each).
 
 `--runs RUN_DIR[=LABEL] ...` adds the curves of finished workflow runs (teacher and student, from their
 stage summaries or `metrics.jsonl`; the teacher is the one that taught the student's last cycle,
@@ -51,12 +56,17 @@ CANDIDATES = {
     "hybrid": ("hybrid-tiny-48", {}, 0.002),
     "cnn": ("cnn-small-48", {}, 0.004),
     "distilled": ("hybrid-tiny-48", {"distilled": True}, 0.002),
+    # CCT's sequence pooling instead of the class token (ViTConfig.pool)
+    "hybrid-seq": ("hybrid-tiny-48", {"pool": "seq"}, 0.002),
+    "distilled-seq": ("hybrid-tiny-48", {"distilled": True, "pool": "seq"}, 0.002),
 }
 LABELS = {
     "vit": "ViT, patch stem (vit-tiny-48/6)",
     "hybrid": "hybrid ViT (hybrid-tiny-48)",
     "cnn": "CNN (cnn-small-48)",
     "distilled": "hybrid ViT distilled from the CNN (after its teacher)",
+    "hybrid-seq": "hybrid ViT, sequence pooling",
+    "distilled-seq": "hybrid ViT, sequence pooling, distilled from the CNN (after its teacher)",
 }
 POINTS = 8  # evaluations along each curve
 BATCH = 128
@@ -190,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("reports/learning_curves"))
     p.add_argument("--fresh", action="store_true", help="retrain candidates already measured in <out>.json")
+    p.add_argument("--teacher", type=Path, help="teacher checkpoint for the distilled candidates (default: the cnn candidate's)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -210,21 +221,25 @@ def main(argv: list[str] | None = None) -> int:
         splits = load_splits(args.data) if args.data and set(args.candidates) - set(done) else None
         if splits is None and set(args.candidates) - set(done):
             p.error("--data is needed to train candidates")
-        teacher_path = None
+        teacher_path, teacher_time = args.teacher, 0.0
         for name in args.candidates:
             if name in done:
                 rows.append(done[name])
-                if name == "cnn":
+                if name == "cnn" and args.teacher is None:
                     teacher_path, teacher_time = Path(done[name]["best_path"]), done[name]["curve"][-1][0]
                 continue
-            if name == "distilled" and teacher_path is None:
-                p.error("the distilled candidate needs the cnn candidate first (its teacher)")
-            row = train_candidate(name, splits, args.minutes * 60, work_dir, teacher_path if name == "distilled" else None)
+            distilled = name.startswith("distilled")
+            if distilled and teacher_path is None:
+                p.error(f"the {name} candidate needs a teacher: the cnn candidate first, or --teacher")
+            row = train_candidate(name, splits, args.minutes * 60, work_dir, teacher_path if distilled else None)
             row["candidate"] = name
-            if name == "cnn":
+            if name == "cnn" and args.teacher is None:
                 teacher_path = Path(row["best_path"])
                 teacher_time = row["curve"][-1][0]
-            if name == "distilled":
+            if distilled:
+                row["teacher"] = str(teacher_path)
+                if args.teacher is not None:  # not the cnn candidate: say which teacher, and start at 0
+                    row["name"] = f"{LABELS[name].split(' (after')[0].replace(' from the CNN', '')} (teacher {args.teacher})"
                 row["curve"] = [(t + teacher_time, a) for t, a in row["curve"]]
             rows.append(row)
     new_labels = {label for _, label in args.runs}

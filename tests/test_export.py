@@ -127,11 +127,12 @@ def test_onnx_optimizer_is_recorded(tmp_path, onnx_root):
 
 
 # --------------------------------------------------------------------------- the hybrid (conv stem)
-@pytest.fixture(scope="module")
-def hybrid_ckpt(tmp_path_factory):
-    """A conv-stem ViT whose BatchNorm running statistics are not the identity, so folding is tested."""
+@pytest.fixture(scope="module", params=["cls", "seq"])
+def hybrid_ckpt(tmp_path_factory, request):
+    """A conv-stem ViT whose BatchNorm running statistics are not the identity, so folding is tested;
+    with the class token and with CCT sequence pooling (`pool`), both with a distillation token."""
     torch.manual_seed(0)
-    model = create_model("hybrid-micro-48", distilled=True, depth=2).train()
+    model = create_model("hybrid-micro-48", distilled=True, depth=2, pool=request.param).train()
     with torch.no_grad():
         for _ in range(4):
             model(torch.randn(32, 1, 48, 48) * 1.7 + 0.4)

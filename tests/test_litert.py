@@ -87,6 +87,8 @@ def test_unit_regexes():
     for unit, name in names.items():
         hits = [u for u in names if re.search(unit_regex(u), name)]
         assert hits == [unit], (unit, name, hits)
+    # sequence pooling's scoring linear is part of the head unit
+    assert re.search(unit_regex("head"), "vitedge.model.VisionTransformer/torch.nn.modules.linear.Linear_attn_pool;")
     with pytest.raises(ValueError):
         unit_regex("blocks.x")
 
@@ -170,4 +172,4 @@ def test_fallback_keeps_a_unit_in_float(tiny, tmp_path, synthetic_splits):
     head_float = weight_types(backend.build("dynamic", ("head",)).payload)
     assert all_int8["head"] == {"int8"} and all_int8["blocks"] == {"int8"}
     assert head_float["head"] == {"float32"} and head_float["blocks"] == {"int8"}
-    assert backend.nodes("dynamic", ("head",)) == [r"_head(_dist)?(/|;|$)"]
+    assert backend.nodes("dynamic", ("head",)) == [r"_(head(_dist)?|attn_pool)(/|;|$)"]

@@ -178,6 +178,56 @@ def test_conv_stem_builds_the_token_grid_and_checks_its_strides():
     assert create_model("vit-micro-48").cfg.stem == "patch"
 
 
+def test_sequence_pooling_replaces_the_class_token():
+    """pool="seq" (CCT): no class token; the head reads a softmax-weighted sum of the patch tokens; a
+    distillation token, when present, is the only prefix and feeds the distillation head."""
+    torch.manual_seed(0)
+    m = create_model("hybrid-micro-48", depth=1, pool="seq").eval()
+    assert m.cls_token is None and m.cfg.num_prefix_tokens == 0 and m.pos_embed.shape[1] == 36
+    x = torch.randn(3, 1, 48, 48)
+    with torch.no_grad():
+        feats = m.forward_features(x)
+        assert feats.shape == (3, 36, m.cfg.embed_dim)
+        w = torch.softmax(m.attn_pool(feats), dim=1)
+        torch.testing.assert_close(m(x), m.head((w * feats).sum(dim=1)))
+        # the pooling is learned, not a plain mean: its scores move the output
+        mean_pooled = m.head(feats.mean(dim=1))
+        m.attn_pool.weight.normal_(std=1.0)
+        assert not torch.allclose(m(x), mean_pooled, atol=1e-4)
+
+    d = create_model("hybrid-micro-48", depth=1, pool="seq", distilled=True)
+    assert d.cfg.num_prefix_tokens == 1 and d.pos_embed.shape[1] == 37
+    d.train()
+    assert [t.shape for t in d(x)] == [(3, 7), (3, 7)]  # class and distillation logits, for the loss
+    d.eval()
+    with torch.no_grad():
+        feats = d.forward_features(x)
+        torch.testing.assert_close(d(x), (d.head(d.pooled(feats)) + d.head_dist(feats[:, 0])) / 2)
+        assert d.pooled(feats).shape == (3, d.cfg.embed_dim)
+    with pytest.raises(ValueError, match="unknown pool"):
+        create_model("vit-micro-48", pool="mean")
+    assert create_model("vit-micro-48").cfg.pool == "cls"  # the paper's, and what imports need
+
+
+def test_class_token_weights_import_into_a_sequence_pooled_model():
+    """A timm-named checkpoint (class token, optionally a distillation token) loads into pool="seq":
+    the class token and its position are dropped, patch positions and blocks carry over."""
+    torch.manual_seed(0)
+    for src_distilled in (False, True):
+        src = create_model("vit-micro-48", distilled=src_distilled)
+        state = src.state_dict()
+        for dst_distilled in (False, True):
+            dst = create_model("vit-micro-48", pool="seq", distilled=dst_distilled)
+            checkpoints.load_timm(state, model=dst)
+            n = 1 + int(src_distilled)
+            torch.testing.assert_close(dst.pos_embed[:, dst.cfg.num_prefix_tokens:], src.pos_embed[:, n:])
+            torch.testing.assert_close(dst.blocks[0].attn.qkv.weight, src.blocks[0].attn.qkv.weight)
+            if dst_distilled:  # the source's distillation token, else its class token, seeds it
+                want = src.dist_token if src_distilled else src.cls_token
+                torch.testing.assert_close(dst.dist_token, want)
+                torch.testing.assert_close(dst.pos_embed[:, :1], src.pos_embed[:, n - 1:n])
+
+
 def test_fold_batchnorm_is_exact_and_refuses_training_mode():
     from vitedge.model import fold_batchnorm
 

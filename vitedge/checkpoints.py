@@ -97,6 +97,12 @@ def _adapt(state: dict[str, torch.Tensor], src_prefix: int, model: VisionTransfo
     """Load a timm-named state dict into `model`, adapting size, channels, tokens and head."""
     cfg = model.cfg
     state = dict(state)
+    if cfg.pool == "seq" and (src_prefix >= 2 or not cfg.distilled):
+        # no class token in the target: drop its position (a distilled source keeps its distillation
+        # token's; a class-token-only source into a distilled target lends it to the distillation token)
+        pos = state["pos_embed"]
+        state["pos_embed"] = torch.cat([pos[:, 1:src_prefix], pos[:, src_prefix:]], dim=1)
+        src_prefix -= 1
     state["pos_embed"] = resize_pos_embed(state["pos_embed"], model.grid_size, src_prefix, cfg.num_prefix_tokens)
     w = state["patch_embed.proj.weight"]
     if w.shape[-1] != cfg.patch_size:
@@ -104,12 +110,14 @@ def _adapt(state: dict[str, torch.Tensor], src_prefix: int, model: VisionTransfo
     state["patch_embed.proj.weight"] = fold_patch_channels(w, cfg.in_chans)
     if cfg.distilled and "dist_token" not in state:
         state["dist_token"] = state["cls_token"].clone()
+    if cfg.pool == "seq":  # sequence pooling has no class token; its pooling weights start fresh
+        state.pop("cls_token", None)
     if not cfg.distilled:
         state.pop("dist_token", None)
         state.pop("head_dist.weight", None)
         state.pop("head_dist.bias", None)
     own = model.state_dict()
-    for head in ("head", "head_dist"):
+    for head in ("head", "head_dist", "attn_pool"):
         key = f"{head}.weight"
         if key in own and (key not in state or state[key].shape != own[key].shape):
             # new task: keep the model's freshly initialised head

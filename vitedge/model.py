@@ -12,6 +12,12 @@ transformers see better" (Xiao et al., 2021): a few 3x3 conv-BN-ReLU layers whos
 multiply to `patch_size`, then a 1x1 projection to the token width. On 48x48 faces it learns
 far faster from scratch than the linear stem; `fold_batchnorm` folds its BN into the convs for export.
 
+The pooling is a choice too (`pool`): "cls" reads the class token (the paper's, the default);
+"seq" is CCT's sequence pooling (Hassani et al., 2021, "Escaping the Big Data Paradigm with Compact
+Transformers"): no class token, a learned softmax weighting over the output patch tokens
+(`attn_pool`, one linear score per token) whose weighted sum feeds the head, which those authors
+found helps small transformers on small data sets.
+
 Optionally a distillation token (DeiT, Touvron et al., 2021): a second learned token with its
 own head, trained to match the teacher. In training the model returns both heads' logits; in
 eval it returns their average, which is what every exported artefact computes.
@@ -54,6 +60,7 @@ class ViTConfig(DictConfig):
     stem: str = "patch"  # patch (linear patch embedding) | conv (hybrid: 3x3 conv-BN-ReLU stack)
     stem_channels: tuple[int, ...] = (32, 64, 128)  # conv stem only: output channels per conv
     stem_strides: tuple[int, ...] = (2, 2, 2)  # conv stem only: their product is patch_size
+    pool: str = "cls"  # cls (class token -> head) | seq (CCT sequence pooling of the patch tokens -> head)
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep tuples so configs stay hashable and compare equal after a round trip
@@ -61,6 +68,8 @@ class ViTConfig(DictConfig):
         object.__setattr__(self, "stem_strides", tuple(int(c) for c in self.stem_strides))
         if self.stem not in ("patch", "conv"):
             raise ValueError(f"unknown stem '{self.stem}' (patch | conv)")
+        if self.pool not in ("cls", "seq"):
+            raise ValueError(f"unknown pool '{self.pool}' (cls | seq)")
         if self.stem == "conv":
             if len(self.stem_channels) != len(self.stem_strides) or not self.stem_channels:
                 raise ValueError("stem_channels and stem_strides must be non-empty and of one length")
@@ -78,7 +87,8 @@ class ViTConfig(DictConfig):
 
     @property
     def num_prefix_tokens(self) -> int:
-        return 2 if self.distilled else 1
+        """Tokens before the patch tokens: the class token (pool "cls"), then the distillation token."""
+        return int(self.pool == "cls") + int(self.distilled)
 
 
 # Presets. The 48x48 ones are sized for FER-2013 on edge devices; the /16 ones at 224 match
@@ -215,7 +225,7 @@ class VisionTransformer(nn.Module):
         self.cfg = cfg
         D = cfg.embed_dim
         self.patch_embed = PatchEmbed(cfg) if cfg.stem == "patch" else ConvStem(cfg)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.pool == "cls" else None
         self.dist_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.distilled else None
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_patches + cfg.num_prefix_tokens, D))
         self.pos_drop = nn.Dropout(cfg.drop_rate)
@@ -225,6 +235,7 @@ class VisionTransformer(nn.Module):
             for i in range(cfg.depth)
         ])
         self.norm = nn.LayerNorm(D, eps=cfg.ln_eps)
+        self.attn_pool = nn.Linear(D, 1) if cfg.pool == "seq" else None
         self.head = nn.Linear(D, cfg.num_classes)
         self.head_dist = nn.Linear(D, cfg.num_classes) if cfg.distilled else None
         self.init_weights()
@@ -232,7 +243,8 @@ class VisionTransformer(nn.Module):
     def init_weights(self) -> None:
         # as in timm/DeiT: truncated normal(0.02) for tokens, positions and linears; zero biases
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        if self.cls_token is not None:
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
         if self.dist_token is not None:
             nn.init.trunc_normal_(self.dist_token, std=0.02)
         for m in self.modules():
@@ -252,7 +264,9 @@ class VisionTransformer(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def prefix_tokens(self, batch: int) -> torch.Tensor:
-        tokens = [self.cls_token] + ([self.dist_token] if self.dist_token is not None else [])
+        tokens = [t for t in (self.cls_token, self.dist_token) if t is not None]
+        if not tokens:  # sequence pooling without distillation: patch tokens only
+            return self.pos_embed.new_zeros(batch, 0, self.cfg.embed_dim)
         return torch.cat(tokens, dim=1).expand(batch, -1, -1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -261,11 +275,19 @@ class VisionTransformer(nn.Module):
         x = self.blocks(self.pos_drop(x))  # eqs. 2-3
         return self.norm(x)  # eq. 4
 
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """What the classification head reads: the class token, or the sequence-pooled patch tokens."""
+        if self.attn_pool is None:
+            return x[:, 0]
+        patches = x[:, self.cfg.num_prefix_tokens:]
+        weights = self.attn_pool(patches).softmax(dim=1)  # (B, N, 1): one learned weight per token
+        return (weights * patches).sum(dim=1)
+
     def forward_head(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        logits = self.head(x[:, 0])
+        logits = self.head(self.pooled(x))
         if self.head_dist is None:
             return logits
-        logits_dist = self.head_dist(x[:, 1])
+        logits_dist = self.head_dist(x[:, self.cfg.num_prefix_tokens - 1])  # the distillation token: last prefix
         if self.training:
             return logits, logits_dist  # the distillation loss needs both
         return (logits + logits_dist) / 2

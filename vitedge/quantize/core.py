@@ -186,9 +186,9 @@ def model_units(model: VisionTransformer) -> list[str]:
 
 
 def unit_modules(model: VisionTransformer, unit: str) -> list[str]:
-    """The module names a unit covers (the head unit includes the distillation head)."""
+    """The module names a unit covers (the head unit includes the distillation head and sequence pooling)."""
     if unit == "head":
-        return [n for n in ("head", "head_dist") if getattr(model, n, None) is not None]
+        return [n for n in ("attn_pool", "head", "head_dist") if getattr(model, n, None) is not None]
     return [unit]
 
 

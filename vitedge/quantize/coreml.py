@@ -46,7 +46,7 @@ def const_unit(name: str, depth: int) -> str | None:
     stem = name.removeprefix(MIL_PREFIX)
     if stem.startswith(("patch_embed", "pos_embed", "cls_token", "dist_token")):
         return "patch_embed"
-    if stem.startswith("head"):
+    if stem.startswith(("head", "attn_pool")):  # sequence pooling belongs to the head unit
         return "head"
     for i in range(depth):
         for part in ("attn", "mlp"):

@@ -40,7 +40,7 @@ def unit_regex(unit: str) -> str:
     if unit == "patch_embed":
         return r"_patch_embed" + end
     if unit == "head":
-        return r"_head(_dist)?" + end
+        return r"_(head(_dist)?|attn_pool)" + end  # sequence pooling belongs to the head
     m = re.fullmatch(r"blocks\.(\d+)\.(attn|mlp)", unit)
     if not m:
         raise ValueError(f"unknown unit '{unit}'")
