@@ -201,6 +201,38 @@ def test_learning_curves_keep_earlier_runs_and_tell_runs_apart_by_label(tmp_path
     assert len(rows) == 4 and rows["one-go teacher (workflow)"] == [[10, 0.7]]
 
 
+def test_learning_curves_distil_with_a_given_teacher(tmp_path, synthetic_splits):
+    """benchmarks/learning_curves.py --teacher: the distilled candidates learn from the checkpoint
+    given (no cnn candidate trained), their line starts at 0 and the row names the teacher."""
+    import json
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from learning_curves import main
+
+    from vitedge.checkpoints import save_model
+    from vitedge.data import CLASSES, save_splits
+    from vitedge.model import create_model
+    from vitedge.preprocess import Preprocess
+
+    data = tmp_path / "data"
+    save_splits(data, synthetic_splits, {"kind": "synthetic"})
+    teacher = tmp_path / "teacher.pt"
+    torch.manual_seed(0)
+    save_model(teacher, create_model("cnn-tiny-48").eval(), Preprocess(), list(CLASSES), {})
+    out = tmp_path / "pool"
+    assert main(["--data", str(data), "--minutes", "0.02", "--threads", "1", "--teacher", str(teacher),
+                 "--candidates", "distilled-seq", "--out", str(out)]) == 0
+    (row,) = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert row["candidate"] == "distilled-seq" and row["overrides"] == {"distilled": True, "pool": "seq"}
+    assert row["teacher"] == str(teacher) and str(teacher) in row["name"]
+    assert len(row["curve"]) == 8 and row["curve"][0][0] < 60  # starts at 0, not after a teacher's training
+    assert not (tmp_path / "pool.work" / "cnn.work").exists()
+
+
 def test_teachers_benchmark_scores_each_teacher_and_their_ensemble(tmp_path):
     """benchmarks/teachers.py: one row per checkpoint and one for their ensemble, on PublicTest (val)."""
     import sys
