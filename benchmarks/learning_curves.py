@@ -64,10 +64,11 @@ LABELS = {
     "vit": "ViT, patch stem (vit-tiny-48/6)",
     "hybrid": "hybrid ViT (hybrid-tiny-48)",
     "cnn": "CNN (cnn-small-48)",
-    "distilled": "hybrid ViT distilled from the CNN (after its teacher)",
+    "distilled": "hybrid ViT distilled",
     "hybrid-seq": "hybrid ViT, sequence pooling",
-    "distilled-seq": "hybrid ViT, sequence pooling, distilled from the CNN (after its teacher)",
+    "distilled-seq": "hybrid ViT, sequence pooling, distilled",
 }
+CNN_TEACHER = " from the CNN (after its teacher)"  # what a distilled label says when the cnn candidate taught it
 POINTS = 8  # evaluations along each curve
 BATCH = 128
 
@@ -236,10 +237,9 @@ def main(argv: list[str] | None = None) -> int:
             if name == "cnn" and args.teacher is None:
                 teacher_path = Path(row["best_path"])
                 teacher_time = row["curve"][-1][0]
-            if distilled:
+            if distilled:  # say which teacher; a given one's line starts at 0 (teacher_time)
                 row["teacher"] = str(teacher_path)
-                if args.teacher is not None:  # not the cnn candidate: say which teacher, and start at 0
-                    row["name"] = f"{LABELS[name].split(' (after')[0].replace(' from the CNN', '')} (teacher {args.teacher})"
+                row["name"] += CNN_TEACHER if args.teacher is None else f" (teacher {args.teacher})"
                 row["curve"] = [(t + teacher_time, a) for t, a in row["curve"]]
             rows.append(row)
     new_labels = {label for _, label in args.runs}
