@@ -2,6 +2,7 @@
 clear line each, and exits with the documented codes."""
 from __future__ import annotations
 
+import io
 import json
 import struct
 import subprocess
@@ -99,18 +100,76 @@ def test_finds_the_astronauts_face(capsys, ckpt, photos, tmp_path):
     assert Image.open(tmp_path / "ann.png").size == (512, 512)
 
 
-def test_crops_are_preprocessed_like_training(ckpt, photos):
-    """The face crop goes through the checkpoint's Preprocess, exactly as a training image would."""
+def test_crops_are_what_collect_faces_gives_the_model(ckpt, photos):
+    """collect_faces: the detector's box grown by the margin, then the checkpoint's Preprocess,
+    exactly as a training image would be; one crop per face, owned by its image."""
     from vitedge import runtimes
+    from vitedge.faces import load_detector
 
-    gray = np.asarray(Image.open(photos / "astronaut.png").convert("L"))
-    (box,) = infer.detect_faces(gray)
-    crop = infer.crop_face(gray, box, 0.2)
-    x, y, w, h = box
-    assert crop.shape == (min(512, y + h + round(h * 0.2)) - max(0, y - round(h * 0.2)),
-                          min(512, x + w + round(w * 0.2)) - max(0, x - round(w * 0.2)))
     rt = runtimes.load(ckpt)
-    np.testing.assert_array_equal(rt.preprocess(crop[None]), Preprocess().from_pil(Image.fromarray(crop))[None])
+    args = infer.parse_args(["--model", str(ckpt), "--margin", "0.25", str(photos / "astronaut.png"),
+                             str(photos / "gradient.png")])
+    faces = infer.collect_faces(args, rt.preprocess, load_detector("blazeface"), io.StringIO())
+    assert faces.owners == [0] and len(faces.results[0].found) == 1 and faces.results[1].found == []
+    (face,) = faces.results[0].found
+    x, y, w, h = face.int_box()
+    assert _overlaps_face({"x": x, "y": y, "w": w, "h": h}) and face.score > 0.9
+    gray = np.asarray(Image.open(photos / "astronaut.png").convert("L"))
+    dx, dy = round(w * 0.25), round(h * 0.25)
+    crop = gray[max(0, y - dy):y + h + dy, max(0, x - dx):x + w + dx]
+    np.testing.assert_array_equal(faces.crops[0], Preprocess().from_pil(Image.fromarray(crop)))
+
+
+def test_haar_detector_is_still_there(capsys, ckpt, photos):
+    code, out, err = _run(capsys, "--model", ckpt, "--detector", "haar", "--json", photos / "astronaut.png")
+    assert code == infer.EXIT_OK, err
+    doc = json.loads(out)
+    assert doc["detector"] == "haar" and len(doc["images"][0]["faces"]) == 1
+    assert _overlaps_face(doc["images"][0]["faces"][0]["box"])
+
+
+def test_annotation_is_the_colour_photo_with_readable_labels(capsys, ckpt, photos, tmp_path):
+    code, out, _ = _run(capsys, "--model", ckpt, "--json", "--annotate", tmp_path / "ann.jpg", photos / "astronaut.png")
+    assert code == infer.EXIT_OK
+    drawn = np.asarray(Image.open(tmp_path / "ann.jpg"))
+    assert drawn.shape == (512, 512, 3)
+    original = np.asarray(Image.open(photos / "astronaut.png"))
+    # colour kept outside the box and label (a grayscale copy would have R == G == B)
+    assert np.abs(drawn[400:, :100].astype(int) - original[400:, :100]).mean() < 8
+    assert np.abs(drawn[400:, :100, 0].astype(int) - drawn[400:, :100, 2]).mean() > 20
+
+
+def test_annotate_refuses_an_unwritable_format_before_any_work(capsys, ckpt, photos, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        infer.main(["--model", str(ckpt), "--annotate", str(tmp_path / "out.xyz"), str(photos / "astronaut.png")])
+    assert exc.value.code == infer.EXIT_INPUT_ERROR
+    assert "cannot write '.xyz' images" in capsys.readouterr().err
+    code, _, err = _run(capsys, "--model", ckpt, "--annotate", tmp_path / "out.tif", photos / "astronaut.png")
+    assert code == infer.EXIT_OK and Image.open(tmp_path / "out.tif").size == (512, 512)
+
+
+def test_same_file_names_get_their_own_annotation_and_a_failed_write_keeps_the_faces(capsys, ckpt, photos, tmp_path):
+    other = tmp_path / "b"
+    other.mkdir()
+    (other / "astronaut.png").write_bytes((photos / "astronaut.png").read_bytes())
+    code, _, _ = _run(capsys, "--model", ckpt, "--annotate", tmp_path / "ann.png", photos / "astronaut.png",
+                      other / "astronaut.png")
+    assert code == infer.EXIT_OK
+    assert (tmp_path / "ann-astronaut.png").is_file() and (tmp_path / "ann-astronaut-2.png").is_file()
+    code, out, err = _run(capsys, "--model", ckpt, "--json", "--annotate", tmp_path / "b" / "astronaut.png" / "a.png",
+                          photos / "astronaut.png")
+    assert code == infer.EXIT_INPUT_ERROR and "cannot write annotation" in err and len(err.splitlines()) == 1
+    (image,) = json.loads(out)["images"]
+    assert len(image["faces"]) == 1 and "cannot write annotation" in image["annotate_error"]
+
+
+def test_bad_arguments_are_usage_errors(capsys, ckpt, photos):
+    for argv in (["--threads", "-5", str(photos / "astronaut.png")], [],
+                 ["--csv", "x.csv", str(photos / "astronaut.png")], ["a.mp4", "b.mp4"]):
+        with pytest.raises(SystemExit) as exc:
+            infer.main(["--model", str(ckpt), *argv])
+        assert exc.value.code == infer.EXIT_INPUT_ERROR, argv
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_text_output_and_other_encodings(capsys, ckpt, photos):

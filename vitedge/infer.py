@@ -1,14 +1,16 @@
-"""`python -m vitedge.infer`: find the faces in photos and name their emotions.
+"""`python -m vitedge.infer`: find the faces in photos, a video or a camera and name their emotions.
 
     python -m vitedge.infer photo.jpg                       # the model shipped in vitedge/assets/model/
     python -m vitedge.infer --model results/default/artefacts/student --json a.jpg b.png
     python -m vitedge.infer --runtime onnx --model .../onnx-fp32 --annotate out.png photo.jpg
+    python -m vitedge.infer clip.mp4 --csv faces.csv --annotate out.mp4     # vitedge.video
+    python -m vitedge.infer --camera 0 --csv faces.csv
 
-Pipeline: decode (fully, so truncated files fail here and not later) -> grayscale
-(`preprocess.to_gray_uint8`: 16-bit, RGBA and palette images work) -> OpenCV Haar cascade
-face detection -> crop each face with a margin -> the model's own preprocessing (the same
-`Preprocess` as training, read from the artefact) -> ONE batched predict over every face of
-every image -> per face: box, emotion, confidence, top-3.
+Photos: decode (fully, so truncated files fail here and not later) -> RGB (16-bit, RGBA and palette
+images work) -> face detector (BlazeFace by default, `vitedge.faces`) -> crop each face with a
+margin, levelled by its eyes when tilted -> the model's own preprocessing (the same `Preprocess` as
+training, read from the artefact) -> ONE batched predict over every face of every image -> per
+face: box, emotion, confidence, top-3.
 
 Every problem with one image is one line on stderr and does not stop the others; nothing
 prints a traceback.
@@ -16,7 +18,6 @@ prints a traceback.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 import warnings
@@ -25,31 +26,36 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from vitedge import runtimes
+from vitedge import runtimes, video
 from vitedge.bench import Stopwatch
+from vitedge.faces import Detector, DetectorUnavailable, Face, detectors, load_detector
+from vitedge.faces.align import LEVEL_ABOVE_DEG, MARGIN, face_crop
+from vitedge.faces.draw import Label, draw_labels
 from vitedge.io import atomic_path
 from vitedge.metrics import softmax
-from vitedge.preprocess import Preprocess, to_gray_uint8
+from vitedge.preprocess import Preprocess, to_gray_uint8, to_rgb_uint8
 
 EXIT_OK, EXIT_NO_FACE, EXIT_INPUT_ERROR, EXIT_MODEL_ERROR = 0, 1, 2, 3
 EPILOG = """exit codes:
-  0  every image was read and at least one face was found
-  1  every image was read but no face was found in any of them
-  2  at least one image could not be used (missing, not an image, corrupt, too large); the others
-     still got results. Also: bad command-line arguments
-  3  no model could be run: none given or shipped, wrong artefact for --runtime, runtime not
-     available on this host
+  0  every input was read and at least one face was found
+  1  every input was read but no face was found in any of them
+  2  at least one input could not be used (missing, not an image, corrupt, too large; a video that
+     does not open, has no frames, uses a codec OpenCV cannot decode or ends early; a camera that
+     does not open; an output that cannot be written); the others still got results and what a
+     video gave before it failed is kept. Also: bad command-line arguments
+  3  no model could be run: none given or shipped, wrong or broken artefact for --runtime, runtime
+     not available on this host, face detector unavailable
 
---annotate OUT.png with several images writes OUT-<image name>.png for each."""
+--annotate OUT.png with several images writes OUT-<image name>.png for each (OUT-<name>-2.png for a
+repeated name). A video's annotation is a video (.mp4, .avi, .mkv)."""
 MAX_IMAGE_PIXELS = 64_000_000  # ~8000x8000: larger is refused (decompression bombs, absurd inputs)
-DETECT_MAX_SIDE = 1280  # detection runs on a copy no larger than this; boxes are scaled back
 TOP_K = 3
-CASCADE_NAME = "haarcascade_frontalface_default"  # OpenCV's frontal-face Haar cascade, shipped in its wheel
-SCALE_FACTOR, MIN_NEIGHBORS = 1.1, 5  # detectMultiScale's settings (the web page uses the same)
+MIN_FACE = {"blazeface": 20, "haar": 40}  # smallest face each detector is asked for, pixels
+# a 640x480 frame searched down to 40-px faces is one 256 tile (20 px needs five; benchmarks/video.py)
+MIN_FACE_VIDEO = 40
 
 
 class InputError(Exception):
@@ -60,9 +66,10 @@ class InputError(Exception):
 class ImageResult:
     path: str
     size: tuple[int, int] | None = None  # (width, height)
-    boxes: list[tuple[int, int, int, int]] = field(default_factory=list)  # (x, y, w, h)
-    faces: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
+    found: list[Face] = field(default_factory=list)  # what the detector found, in the photo's pixels
+    faces: list[dict[str, Any]] = field(default_factory=list)  # one per found face, once named
+    error: str | None = None  # the image could not be used
+    annotate_error: str | None = None  # it was used, but its annotation could not be written
 
 
 # --------------------------------------------------------------------------- reading images
@@ -97,46 +104,6 @@ def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Im
     return image
 
 
-# --------------------------------------------------------------------------- faces
-def cascade_path() -> Path:
-    """The Haar cascade file the detector loads (vitedge.web sends the same one to the page)."""
-    return Path(cv2.data.haarcascades) / f"{CASCADE_NAME}.xml"
-
-
-@functools.cache  # loaded once per process; a failure is not cached, so it is reported each time
-def _cascade() -> cv2.CascadeClassifier:
-    if not hasattr(cv2, "CascadeClassifier"):  # OpenCV 5 moved the Haar cascades out of the wheels
-        raise RuntimeError(f"OpenCV {cv2.__version__} has no Haar face detector: "
-                           "pip install 'opencv-python-headless>=4.8,<5'")
-    path = cascade_path()
-    cascade = cv2.CascadeClassifier(str(path))
-    if cascade.empty():
-        raise RuntimeError(f"cannot load OpenCV's face detector from {path}")
-    return cascade
-
-
-def detect_faces(gray: np.ndarray, min_face: int = 40) -> list[tuple[int, int, int, int]]:
-    """Frontal faces in a (H, W) uint8 image as (x, y, w, h), largest first."""
-    h, w = gray.shape
-    scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
-    small = cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else gray
-    small = cv2.equalizeHist(small)  # the cascade is sensitive to exposure
-    min_side = max(12, round(min_face * scale))
-    found = _cascade().detectMultiScale(small, scaleFactor=SCALE_FACTOR, minNeighbors=MIN_NEIGHBORS,
-                                        minSize=(min_side, min_side))
-    boxes = [(round(x / scale), round(y / scale), round(w / scale), round(h / scale))
-             for x, y, w, h in (found if len(found) else [])]
-    return sorted(boxes, key=lambda b: -b[2] * b[3])
-
-
-def crop_face(gray: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.2) -> np.ndarray:
-    """The box grown by `margin` of its size on every side (FER-2013 faces include hair and chin), clamped."""
-    x, y, w, h = box
-    dx, dy = round(w * margin), round(h * margin)
-    H, W = gray.shape
-    return gray[max(0, y - dy):min(H, y + h + dy), max(0, x - dx):min(W, x + w + dx)]
-
-
 # --------------------------------------------------------------------------- model
 def packaged_model() -> Path | None:
     """vitedge/assets/model/ when a model is shipped there (an artefact, a folder of them, or a .pt)."""
@@ -159,17 +126,13 @@ NO_MODEL = ("no model given and none is shipped with this vitedge install (vited
 
 
 # --------------------------------------------------------------------------- the command
-class DetectorUnavailable(RuntimeError):
-    """OpenCV's face detector cannot run here: no image would fare better, so the run stops."""
-
-
 @dataclass
 class Faces:
     """Every face of every image, preprocessed, for ONE batched predict."""
     results: list[ImageResult]  # one per image given, in order
     crops: list[np.ndarray] = field(default_factory=list)  # (1, S, S) float32 each
     owners: list[int] = field(default_factory=list)  # crops[k] is a face of results[owners[k]]
-    grays: dict[int, np.ndarray] = field(default_factory=dict)  # full-size images, kept for --annotate only
+    images: dict[int, np.ndarray] = field(default_factory=dict)  # full-size RGB, kept for --annotate only
 
 
 def _complain(err, message: str) -> None:
@@ -183,15 +146,15 @@ def _load_model(model_path: Path | None, args: argparse.Namespace, err) -> runti
         return None
     try:
         return runtimes.load(model_path, runtime=args.runtime, device=args.device, threads=args.threads)
-    except (runtimes.RuntimeUnavailable, runtimes.ArtefactError, ValueError) as exc:
+    except (runtimes.RuntimeUnavailable, runtimes.ArtefactError, ValueError, OSError) as exc:
         _complain(err, f"{model_path}: {exc}")
         return None
 
 
-def _read_gray(res: ImageResult, max_pixels: int, err) -> np.ndarray | None:
-    """The image of `res` as (H, W) uint8, or None with `res.error` set and one line on `err`."""
+def _read_rgb(res: ImageResult, max_pixels: int, err) -> np.ndarray | None:
+    """The image of `res` as (H, W, 3) uint8, or None with `res.error` set and one line on `err`."""
     try:
-        return to_gray_uint8(read_image(res.path, max_pixels))
+        return to_rgb_uint8(read_image(res.path, max_pixels))
     except InputError as exc:
         res.error = str(exc)
     except Exception as exc:  # anything else PIL may throw on hostile files: still one line
@@ -200,26 +163,48 @@ def _read_gray(res: ImageResult, max_pixels: int, err) -> np.ndarray | None:
     return None
 
 
-def collect_faces(args: argparse.Namespace, pre: Preprocess, err) -> Faces:
+def find_faces(rgb: np.ndarray, detector: Detector | None, args: argparse.Namespace) -> list[Face]:
+    """The faces of one picture (the whole picture with --no-detect), largest score first."""
+    if detector is None:
+        return [Face(box=(0.0, 0.0, float(rgb.shape[1]), float(rgb.shape[0])), score=1.0)]
+    return detector.detect(rgb, args.min_face)
+
+
+def crop_faces(gray: np.ndarray, found: list[Face], args: argparse.Namespace) -> list[np.ndarray]:
+    """The classifier's crop of each face (the whole picture with --no-detect)."""
+    if args.no_detect:
+        return [gray]
+    return [face_crop(gray, f, args.margin, level_above=args.level_above) for f in found]
+
+
+def collect_faces(args: argparse.Namespace, pre: Preprocess, detector: Detector | None, err) -> Faces:
     """Read every image and find its faces; each face is cropped and preprocessed for the model.
-    A bad image is one line on `err` and an error in its result; DetectorUnavailable stops it all."""
-    faces = Faces(results=[ImageResult(path=name) for name in args.images])
+    A bad image is one line on `err` and an error in its result."""
+    faces = Faces(results=[ImageResult(path=name) for name in args.inputs])
     for i, res in enumerate(faces.results):
-        gray = _read_gray(res, args.max_pixels, err)
-        if gray is None:
+        rgb = _read_rgb(res, args.max_pixels, err)
+        if rgb is None:
             continue
-        res.size = (gray.shape[1], gray.shape[0])
+        res.size = (rgb.shape[1], rgb.shape[0])
         if args.annotate:  # full-size images are kept only when they will be drawn on
-            faces.grays[i] = gray
-        try:
-            res.boxes = [(0, 0, *res.size)] if args.no_detect else detect_faces(gray, args.min_face)
-        except RuntimeError as exc:
-            raise DetectorUnavailable(str(exc)) from exc
-        for box in res.boxes:
-            face = gray if args.no_detect else crop_face(gray, box, args.margin)
-            faces.crops.append(pre(face[None])[0])  # the training preprocessing, at the model's size
+            faces.images[i] = rgb
+        res.found = find_faces(rgb, detector, args)
+        for crop in crop_faces(to_gray_uint8(Image.fromarray(rgb)), res.found, args):
+            faces.crops.append(pre(crop[None])[0])  # the training preprocessing, at the model's size
             faces.owners.append(i)
     return faces
+
+
+def describe(probs: np.ndarray, classes: list[str], top_k: int) -> dict[str, Any]:
+    """emotion, confidence and the top-k classes of one face's probabilities."""
+    order = np.argsort(-probs)[:top_k]
+    return {"emotion": classes[order[0]], "confidence": round(float(probs[order[0]]), 4),
+            "top": [{"emotion": classes[j], "p": round(float(probs[j]), 4)} for j in order]}
+
+
+def box_json(face: Face) -> dict[str, int]:
+    x, y, w, h = face.int_box()
+    return {"x": x, "y": y, "w": w, "h": h}
 
 
 def name_emotions(faces: Faces, logits: np.ndarray, classes: list[str], top_k: int) -> None:
@@ -229,14 +214,7 @@ def name_emotions(faces: Faces, logits: np.ndarray, classes: list[str], top_k: i
     for row, i in enumerate(faces.owners):
         res, k = faces.results[i], seen.get(i, 0)  # k: this face's index within its image
         seen[i] = k + 1
-        order = np.argsort(-probs[row])[:top_k]
-        x, y, w, h = res.boxes[k]
-        res.faces.append({
-            "box": {"x": x, "y": y, "w": w, "h": h},
-            "emotion": classes[order[0]],
-            "confidence": round(float(probs[row, order[0]]), 4),
-            "top": [{"emotion": classes[j], "p": round(float(probs[row, j]), 4)} for j in order],
-        })
+        res.faces.append({"box": box_json(res.found[k]), **describe(probs[row], classes, top_k)})
 
 
 def _say_no_face(results: list[ImageResult], as_json: bool, err) -> None:
@@ -246,18 +224,54 @@ def _say_no_face(results: list[ImageResult], as_json: bool, err) -> None:
             print(f"{res.path}: no face found{hint}", file=err)
 
 
+def annotation_format(target: str) -> str:
+    """PIL's format name for an --annotate path, or ValueError (checked before any work)."""
+    suffix = Path(target).suffix.lower() or ".png"
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or fmt not in Image.SAVE:
+        raise ValueError(f"--annotate {target}: cannot write '{suffix}' images; use .png or .jpg")
+    return fmt
+
+
+def annotate_paths(target: str, images: list[str]) -> list[Path]:
+    """Where each image's annotation goes: `target` for one image, else target-<name>[-n].<suffix>,
+    numbered so that two inputs with the same file name never overwrite each other."""
+    target_p = Path(target)
+    if len(images) == 1:
+        return [target_p]
+    out, used = [], set()
+    for image in images:
+        stem, n = Path(image).stem, 1
+        name = f"{target_p.stem}-{stem}{target_p.suffix or '.png'}"
+        while name in used:
+            n += 1
+            name = f"{target_p.stem}-{stem}-{n}{target_p.suffix or '.png'}"
+        used.add(name)
+        out.append(target_p.with_name(name))
+    return out
+
+
+def labels_of(res: ImageResult) -> list[Label]:
+    return [Label(box=tuple(f["box"].values()), text=f"{f['emotion']} {f['confidence']:.2f}", emotion=f["emotion"])
+            for f in res.faces]
+
+
 def _write_annotations(faces: Faces, target: str, err) -> None:
-    for i, res in enumerate(faces.results):
+    """The colour photo with a box and label per face; a failure is one line, the faces still print."""
+    fmt = annotation_format(target)
+    for (i, res), dest in zip(enumerate(faces.results), annotate_paths(target, [r.path for r in faces.results])):
         if res.error is None:
             try:
-                _annotate(res, faces.grays[i], annotate_path(target, res.path, len(faces.results)))
-            except OSError as exc:
-                res.error = f"cannot write annotation: {exc}"
-                _complain(err, f"{res.path}: {res.error}")
+                image = draw_labels(Image.fromarray(faces.images[i]), labels_of(res))
+                with atomic_path(dest) as tmp:
+                    image.save(tmp, format=fmt)
+            except (OSError, ValueError) as exc:
+                res.annotate_error = f"cannot write annotation {dest}: {exc}"
+                _complain(err, f"{res.path}: {res.annotate_error}")
 
 
-def _print_json(rt: runtimes.Runtime, predict_ms: float | None, results: list[ImageResult], out) -> None:
-    doc = {"model": {**rt.info(), "classes": rt.classes}, "predict_ms": predict_ms,
+def _print_json(rt: runtimes.Runtime, detector: str, predict_ms: float | None, results: list[ImageResult], out) -> None:
+    doc = {"model": {**rt.info(), "classes": rt.classes}, "detector": detector, "predict_ms": predict_ms,
            "images": [_as_json(r) for r in results]}
     json.dump(doc, out, indent=2)
     out.write("\n")
@@ -274,18 +288,28 @@ def _print_text(results: list[ImageResult], out) -> None:
                       f"{f['confidence']:.2f} (top-{len(f['top'])}: {top})", file=out)
 
 
+def _load_detector(args: argparse.Namespace, err) -> Detector | None | bool:
+    """The detector (None with --no-detect), or False after one line on `err`."""
+    if args.no_detect:
+        return None
+    try:
+        return load_detector(args.detector, threads=args.threads)
+    except DetectorUnavailable as exc:
+        _complain(err, str(exc))
+        return False
+
+
 def run(args: argparse.Namespace, out=None, err=None) -> int:
     """collect (read, find faces) -> predict (one batch) -> render (print, annotate); the exit code."""
     out, err = out or sys.stdout, err or sys.stderr  # looked up now: tests and callers may redirect them
     model_path = Path(args.model) if args.model else packaged_model()
     rt = _load_model(model_path, args, err)  # the model first: without one, nothing else is worth doing
-    if rt is None:
+    detector = _load_detector(args, err) if rt is not None else False
+    if rt is None or detector is False:
         return EXIT_MODEL_ERROR
-    try:
-        faces = collect_faces(args, rt.preprocess, err)
-    except DetectorUnavailable as exc:
-        _complain(err, str(exc))
-        return EXIT_MODEL_ERROR
+    if args.camera is not None or video.is_video(args.inputs[0]):
+        return video.run(args, rt, detector, out, err)
+    faces = collect_faces(args, rt.preprocess, detector, err)
 
     predict_ms = None
     if faces.crops:
@@ -303,10 +327,10 @@ def run(args: argparse.Namespace, out=None, err=None) -> int:
     if args.annotate:
         _write_annotations(faces, args.annotate, err)
     if args.json:
-        _print_json(rt, predict_ms, results, out)
+        _print_json(rt, args.detector if detector else "none", predict_ms, results, out)
     else:
         _print_text(results, out)
-    if any(r.error for r in results):
+    if any(r.error or r.annotate_error for r in results):
         return EXIT_INPUT_ERROR
     return EXIT_OK if any(r.faces for r in results) else EXIT_NO_FACE
 
@@ -314,56 +338,64 @@ def run(args: argparse.Namespace, out=None, err=None) -> int:
 def _as_json(res: ImageResult) -> dict[str, Any]:
     if res.error is not None or res.size is None:
         return {"path": res.path, "error": res.error}
-    return {"path": res.path, "width": res.size[0], "height": res.size[1], "faces": res.faces}
-
-
-def annotate_path(target: str, image_path: str, n_images: int) -> Path:
-    target_p = Path(target)
-    if n_images == 1:
-        return target_p
-    return target_p.with_name(f"{target_p.stem}-{Path(image_path).stem}{target_p.suffix or '.png'}")
-
-
-def _annotate(res: ImageResult, gray: np.ndarray, dest: Path) -> None:
-    """The photo (in gray, as the model saw it) with a box and label per face, written atomically."""
-    image = Image.fromarray(gray).convert("RGB")
-    draw = ImageDraw.Draw(image)
-    width = max(2, round(max(image.size) / 300))
-    for face in res.faces:
-        b = face["box"]
-        x0, y0, x1, y1 = b["x"], b["y"], b["x"] + b["w"], b["y"] + b["h"]
-        draw.rectangle((x0, y0, x1, y1), outline=(255, 64, 64), width=width)
-        label = f"{face['emotion']} {face['confidence']:.2f}"
-        tx, ty = x0, max(0, y0 - 14 - width)
-        box = draw.textbbox((tx, ty), label)
-        draw.rectangle(box, fill=(255, 64, 64))
-        draw.text((tx, ty), label, fill=(255, 255, 255))
-    fmt = (dest.suffix.lstrip(".") or "png").upper().replace("JPG", "JPEG")
-    with atomic_path(dest) as tmp:
-        image.save(tmp, format=fmt)
+    doc = {"path": res.path, "width": res.size[0], "height": res.size[1], "faces": res.faces}
+    if res.annotate_error:
+        doc["annotate_error"] = res.annotate_error
+    return doc
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m vitedge.infer", description="Facial emotion recognition on photos.",
+    p = argparse.ArgumentParser(prog="python -m vitedge.infer",
+                                description="Facial emotion recognition on photos, a video or a camera.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="photos (any format PIL reads)")
+    p.add_argument("inputs", nargs="*", metavar="IMAGE|VIDEO",
+                   help=f"photos (any format PIL reads), or one video ({', '.join(video.VIDEO_SUFFIXES)})")
+    p.add_argument("--camera", type=int, metavar="N", help="read camera N (OpenCV's index) instead of files")
     p.add_argument("--model", help="artefact folder, model file (.onnx/.ort/.pte/.engine/.mlpackage), model folder "
                                    "of artefacts, or a vitedge .pt checkpoint (default: the shipped model)")
     p.add_argument("--runtime", default="auto", choices=["auto", *runtimes.runtimes(), "tensorrt"],
                    help="backend (default: the fastest available here for the model)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--threads", type=int, help="CPU threads for the runtime")
+    p.add_argument("--threads", type=int, help="CPU threads for the runtime and the detector")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    p.add_argument("--annotate", metavar="OUT.png", help="write the photo with boxes and labels")
+    p.add_argument("--annotate", metavar="OUT", help="write the photo (OUT.png/.jpg) or video (OUT.mp4/.avi/.mkv) "
+                                                     "with boxes and labels")
+    p.add_argument("--detector", default="blazeface", choices=detectors(), help="face detector (blazeface)")
     p.add_argument("--no-detect", action="store_true", help="treat each image as one face crop")
-    p.add_argument("--min-face", type=int, default=40, metavar="N", help="smallest face to detect, pixels (40)")
-    p.add_argument("--margin", type=float, default=0.2, help="crop margin around a detected face (0.2)")
+    p.add_argument("--min-face", type=int, metavar="N",
+                   help=f"smallest face to find, pixels (photos: blazeface 20, haar 40; videos {MIN_FACE_VIDEO})")
+    p.add_argument("--margin", type=float, default=MARGIN, help=f"crop margin around a face box ({MARGIN})")
+    p.add_argument("--level-above", type=float, default=LEVEL_ABOVE_DEG, metavar="DEG",
+                   help=f"rotate a face whose eyes tilt more than DEG degrees level before naming its emotion "
+                        f"({LEVEL_ABOVE_DEG:g}; 180 never)")
     p.add_argument("--top-k", type=int, default=TOP_K, help="emotions listed per face (3)")
     p.add_argument("--max-pixels", type=int, default=MAX_IMAGE_PIXELS, help="refuse larger images")
+    video.add_arguments(p)
     args = p.parse_args(argv)
+    _check_args(p, args)
+    return args
+
+
+def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Errors a user can fix before any work starts (exit 2 with argparse's usage line)."""
+    is_video = args.camera is not None or bool(args.inputs) and video.is_video(args.inputs[0])
+    if args.min_face is None:
+        args.min_face = max(MIN_FACE[args.detector], MIN_FACE_VIDEO) if is_video else MIN_FACE[args.detector]
     if args.min_face < 1 or args.margin < 0 or args.top_k < 1 or args.max_pixels < 1:
         p.error("--min-face, --top-k and --max-pixels must be positive, --margin not negative")
-    return args
+    if args.threads is not None and args.threads < 1:
+        p.error("--threads must be at least 1")
+    if (args.camera is None) == (not args.inputs):
+        p.error("give photos, one video, or --camera N")
+    if is_video and len(args.inputs) > (0 if args.camera is not None else 1) or (
+            not is_video and any(video.is_video(i) for i in args.inputs)):
+        p.error("one video (or --camera) per run, without photos")
+    try:
+        video.check_arguments(args, is_video)
+        if args.annotate and not is_video:
+            annotation_format(args.annotate)
+    except ValueError as exc:
+        p.error(str(exc))
 
 
 def main(argv: list[str] | None = None) -> int:

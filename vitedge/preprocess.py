@@ -100,3 +100,19 @@ def to_gray_uint8(image: Image.Image) -> np.ndarray:
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(bg, rgba)
     return np.asarray(image.convert("L"), dtype=np.uint8)
+
+
+def to_rgb_uint8(image: Image.Image) -> np.ndarray:
+    """Any PIL image -> (H, W, 3) uint8 RGB for the face detector; gray and 16-bit images become
+    three equal channels of `to_gray_uint8`, so PIL's luma of the result is that gray image exactly
+    (19595 + 38470 + 7471 = 65536), and transparent pixels are white, as there."""
+    if image.mode == "RGB":
+        return np.asarray(image, dtype=np.uint8)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F", "L", "1"):
+        gray = to_gray_uint8(image)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(bg, rgba).convert("RGB"), dtype=np.uint8)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)

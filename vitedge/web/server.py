@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import inspect
 import json
 import posixpath
 import sys
@@ -34,12 +33,13 @@ from typing import Any
 import PIL
 
 from vitedge import infer
+from vitedge.faces import align, haar
 
 STATIC = Path(__file__).resolve().parent / "static"
 ORT_DIR = STATIC / "vendor" / "onnxruntime-web"
 ORT_WASM_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 ORT_WEBGPU_FILES = ("ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm")
-CASCADE_NAME = infer.CASCADE_NAME
+CASCADE_NAME = haar.CASCADE_NAME
 ONNX_PRECISION_ORDER = ("int8", "fp32", "fp16")  # in a folder of artefacts: the smallest that runs everywhere
 
 ISOLATION_HEADERS = {
@@ -121,7 +121,7 @@ def _read_artefact(path: Path) -> tuple[Path, dict[str, Any]]:
 # --------------------------------------------------------------------------- the face detector
 def cascade_path() -> Path:
     """OpenCV's frontal-face Haar cascade, the file vitedge.infer loads."""
-    return infer.cascade_path()
+    return haar.cascade_path()
 
 
 def cascade_json(path: str | Path | None = None) -> dict[str, Any]:
@@ -157,13 +157,13 @@ def cascade_json(path: str | Path | None = None) -> dict[str, Any]:
 # --------------------------------------------------------------------------- what the page is told
 def page_config(meta: dict[str, Any], margin: float | None = None, min_face: int | None = None) -> dict[str, Any]:
     """vitedge.infer's settings, read from vitedge.infer itself so the two cannot drift apart."""
-    margin = inspect.signature(infer.crop_face).parameters["margin"].default if margin is None else margin
-    min_face = inspect.signature(infer.detect_faces).parameters["min_face"].default if min_face is None else min_face
+    margin = align.MARGIN if margin is None else margin
+    min_face = infer.MIN_FACE["haar"] if min_face is None else min_face
     return {
         "model": {"meta": "model/meta.json", "file": f"model/{meta['file']}", "name": meta.get("model_name", ""),
                   "format": meta["format"], "precision": meta["precision"]},
-        "detector": {"cascade": f"detector/{CASCADE_NAME}.json", "scale_factor": infer.SCALE_FACTOR,
-                     "min_neighbors": infer.MIN_NEIGHBORS, "min_face": min_face, "max_side": infer.DETECT_MAX_SIDE},
+        "detector": {"cascade": f"detector/{CASCADE_NAME}.json", "scale_factor": haar.SCALE_FACTOR,
+                     "min_neighbors": haar.MIN_NEIGHBORS, "min_face": min_face, "max_side": haar.MAX_SIDE},
         "margin": margin,
         "top_k": infer.TOP_K,
         # Pillow >= 13 resizes vertically first when the height shrinks much more than the width
