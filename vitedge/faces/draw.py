@@ -3,6 +3,7 @@ size follow each face (a label sized for a 40-px face is unreadable on a 400-px 
 small one), and every label stays inside the picture."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont
@@ -21,6 +22,7 @@ class Label:
     emotion: str
 
 
+@functools.lru_cache(maxsize=64)  # loading a FreeType font per label costs more than drawing it
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)  # Pillow's scalable built-in font (needs FreeType)
