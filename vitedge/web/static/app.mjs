@@ -5,7 +5,7 @@
 // order of meta.json's classes) and data-box (JSON [x, y, w, h] in image pixels, vitedge.infer's
 // whole-pixel box); data-frame counts classified frames or images. #stats carries data-detector,
 // data-backend, data-threads, data-simd, data-model-ms (per face), data-detect-ms and data-fps.
-// window.vitedge exposes the last crops and faces (float boxes, scores, keypoints).
+// window.vitedge exposes the last crops, faces (float boxes, scores, keypoints) and drawing layout.
 //
 // Address options: ?image=<url> opens a photo; ?mode=image does not start the camera;
 // ?detector=blazeface|haar; ?backend=wasm|webgpu; ?threads=N (the model's; the detector runs on
@@ -114,7 +114,8 @@ const detectPhoto = (imageData) => detect({ type: "photo", rgba: imageData.data.
                                             height: imageData.height }, [imageData.data.buffer]);
 const detectFrame = (bitmap) => detect({ type: "frame", bitmap }, [bitmap]);
 
-/** The emotions of the faces the worker found: all crops in one batch, as vitedge.infer does. */
+/** The emotions of the faces the worker found, batched as vitedge.infer batches them: one face per
+ *  call for a dynamic int8 model (its activations are quantised over the whole call), else one batch. */
 async function classify(faces, { repeats = 1 } = {}) {
   const { meta } = state;
   const n = faces.boxes.length, s = meta.preprocess.img_size, k = meta.classes.length;
@@ -122,8 +123,8 @@ async function classify(faces, { repeats = 1 } = {}) {
   if (n) {
     const input = new Float32Array(n * s * s);
     faces.crops.forEach((crop, i) => normalise({ data: crop }, meta.preprocess.mean, meta.preprocess.std, input, i * s * s));
-    // unless the artefact caps its batch size
-    const cap = meta.input.max_batch || (meta.input.shape && meta.input.shape[0] > 0 ? meta.input.shape[0] : n);
+    const cap = state.config.model.one_face_per_call ? 1
+      : meta.input.max_batch || (meta.input.shape && meta.input.shape[0] > 0 ? meta.input.shape[0] : n);
     let logits = null;
     const times = [];
     for (let r = 0; r < repeats; r++) {
@@ -228,7 +229,7 @@ function draw(result) {
     const fps = $("stats").dataset.fps, ms = $("stats").dataset.modelMs;
     note = `${fps ? Number(fps).toFixed(1) : "–"} fps · model ${ms ? Number(ms).toFixed(2) : "–"} ms/face · ${state.backend}`;
   }
-  drawFaces(ctx, { width: rect.width, height: rect.height, sx: rect.width / result.width, sy: rect.height / result.height,
+  api.lastLayout = drawFaces(ctx, { width: rect.width, height: rect.height, sx: rect.width / result.width, sy: rect.height / result.height,
                    mirror: state.mode === "live" && state.mirror, classes: state.meta.classes, colours: state.config.colours,
                    boxes: result.boxes, probs: result.probs, note });
 }
