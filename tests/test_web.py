@@ -36,6 +36,7 @@ from PIL import Image
 from vitedge import infer
 from vitedge.faces import Face, align, blazeface, draw, haar, iou, load_detector
 from vitedge.preprocess import Preprocess, to_gray_uint8
+from vitedge.runtimes.onnx_rt import dynamic_activations
 from vitedge.web import server as web
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,6 +184,9 @@ def test_server_headers_routes_and_config(server):
     assert art == infer.packaged_model() / "onnx-int8"
     assert json.loads(get(server + "/" + config["model"]["meta"])[2]) == meta
     assert config["model"]["one_face_per_call"] is True  # dynamic int8: one face per call, as vitedge.infer
+    for quantization in ({"method": {"kind": "dynamic"}}, {"method": {"kind": "static"}}, None):
+        other = {**meta, "quantization": quantization}
+        assert web.page_config(other)["model"]["one_face_per_call"] == dynamic_activations(other)
     model = get(server + "/" + config["model"]["file"])[2]
     assert model == (art / meta["file"]).read_bytes()
     status, headers, detector = get(server + "/" + bf["model"])  # the ONNX file vitedge.infer runs

@@ -36,7 +36,6 @@ import PIL
 
 from vitedge import infer
 from vitedge.faces import align, blazeface, draw, haar
-from vitedge.runtimes.onnx_rt import dynamic_activations
 
 STATIC = Path(__file__).resolve().parent / "static"
 ORT_DIR = STATIC / "vendor" / "onnxruntime-web"
@@ -166,8 +165,9 @@ def page_config(meta: dict[str, Any], margin: float | None = None, min_face: int
     return {
         "model": {"meta": "model/meta.json", "file": f"model/{meta['file']}", "name": meta.get("model_name", ""),
                   "format": meta["format"], "precision": meta["precision"],
-                  # dynamic int8 is quantised per call: vitedge.infer runs such a model one face per call
-                  "one_face_per_call": dynamic_activations(meta)},
+                  # dynamic int8 is quantised over each call, so vitedge.infer runs it one face per call: the
+                  # rule of vitedge.runtimes.onnx_rt.dynamic_activations, not imported (that imports torch)
+                  "one_face_per_call": ((meta.get("quantization") or {}).get("method") or {}).get("kind") == "dynamic"},
         "detector": {
             "name": "blazeface",  # the page's default, as vitedge.infer's; ?detector=haar for the cascade
             "blazeface": {"model": DETECTOR_ROUTE[1:], "min_face": min_face or infer.MIN_FACE["blazeface"],

@@ -78,7 +78,7 @@ export function decode(scores, boxes, centres, scoreMin) {
     if (!(prob >= scoreMin)) continue;
     const pts = Float64Array.from(boxes.subarray(i * 16, i * 16 + 16));
     for (let k = 0; k < 16; k += 2) {
-      if (k === 2) continue;  // pts[1] is the box size; the centre and keypoints are anchor offsets
+      if (k === 2) continue;  // (pts[2], pts[3]) is the box size; the centre and keypoints are anchor offsets
       pts[k] += centres[2 * i];
       pts[k + 1] += centres[2 * i + 1];
     }
