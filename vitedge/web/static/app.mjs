@@ -386,7 +386,7 @@ async function init() {
     $("model").textContent = `${meta.model_name || "model"} · ${meta.format} ${meta.precision} · ` +
       `${meta.classes.length} emotions · ${meta.preprocess.img_size}×${meta.preprocess.img_size} gray`;
     state.detector = params.get("detector") || config.detector.name;
-    if (!config.detector[state.detector]) throw new Error(`unknown detector '${state.detector}' (blazeface or haar)`);
+    if (!["blazeface", "haar"].includes(state.detector)) throw new Error(`unknown detector '${state.detector}' (blazeface or haar)`);
     // BlazeFace takes ~30 ms a frame on one WebAssembly thread: two workers, one thread each, detect
     // alternate frames (on 2 cores, one worker on two threads was slower than one on one thread)
     const workers = Math.max(1, parseInt(params.get("detect_workers") || "2", 10) || 1);
