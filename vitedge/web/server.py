@@ -1,17 +1,19 @@
 """The web demo's server: the page, onnxruntime-web, the face detector and one ONNX artefact.
 
 Everything comes from this package and the libraries it already depends on, so the page works
-offline: the page and the vendored onnxruntime-web are in `vitedge/web/static/`, the Haar
-cascade is read from the installed OpenCV wheel (`cv2.data`, the file `vitedge.infer` uses)
-and sent as JSON, and the model is the artefact given (default: the one shipped in
-`vitedge/assets/model/`, found as `vitedge.infer` finds it).
+offline: the page and the vendored onnxruntime-web are in `vitedge/web/static/`, the BlazeFace
+detector is the ONNX file `vitedge.infer` runs (`vitedge/assets/detector/`), the Haar cascade
+(`?detector=haar`) is read from the installed OpenCV wheel (`cv2.data`) and sent as JSON, and
+the model is the artefact given (default: the one shipped in `vitedge/assets/model/`, found as
+`vitedge.infer` finds it).
 
 Routes:
     /                         the page (static/index.html); /<file> any file of static/
-    /config.json              what the page needs to mirror vitedge.infer (margin, detector settings,
-                              model URLs, which onnxruntime-web builds are here)
+    /config.json              what the page needs to mirror vitedge.infer (margin, levelling, both
+                              detectors' settings, model URLs, which onnxruntime-web builds are here)
     /model/meta.json          the artefact's meta.json (preprocessing, classes, input/output names)
     /model/<file>             the artefact's model file
+    /detector/<name>.onnx     the BlazeFace model (vitedge.faces.blazeface.model_path())
     /detector/<name>.json     the Haar cascade as JSON
 
 Every response carries the cross-origin isolation headers (COOP same-origin, COEP
@@ -33,13 +35,14 @@ from typing import Any
 import PIL
 
 from vitedge import infer
-from vitedge.faces import align, haar
+from vitedge.faces import align, blazeface, draw, haar
 
 STATIC = Path(__file__).resolve().parent / "static"
 ORT_DIR = STATIC / "vendor" / "onnxruntime-web"
 ORT_WASM_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 ORT_WEBGPU_FILES = ("ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm")
 CASCADE_NAME = haar.CASCADE_NAME
+DETECTOR_ROUTE = f"/detector/{blazeface.model_path().name}"
 ONNX_PRECISION_ORDER = ("int8", "fp32", "fp16")  # in a folder of artefacts: the smallest that runs everywhere
 
 ISOLATION_HEADERS = {
@@ -156,15 +159,31 @@ def cascade_json(path: str | Path | None = None) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- what the page is told
 def page_config(meta: dict[str, Any], margin: float | None = None, min_face: int | None = None) -> dict[str, Any]:
-    """vitedge.infer's settings, read from vitedge.infer itself so the two cannot drift apart."""
-    margin = align.MARGIN if margin is None else margin
-    min_face = infer.MIN_FACE["haar"] if min_face is None else min_face
+    """vitedge.infer's settings, read from vitedge.infer and vitedge.faces themselves so the two cannot
+    drift apart. `min_face` (--min-face) replaces both detectors' defaults, for photos and the camera."""
+    bf = blazeface
     return {
         "model": {"meta": "model/meta.json", "file": f"model/{meta['file']}", "name": meta.get("model_name", ""),
-                  "format": meta["format"], "precision": meta["precision"]},
-        "detector": {"cascade": f"detector/{CASCADE_NAME}.json", "scale_factor": haar.SCALE_FACTOR,
-                     "min_neighbors": haar.MIN_NEIGHBORS, "min_face": min_face, "max_side": haar.MAX_SIDE},
-        "margin": margin,
+                  "format": meta["format"], "precision": meta["precision"],
+                  # dynamic int8 is quantised over each call, so vitedge.infer runs it one face per call: the
+                  # rule of vitedge.runtimes.onnx_rt.dynamic_activations, not imported (that imports torch)
+                  "one_face_per_call": ((meta.get("quantization") or {}).get("method") or {}).get("kind") == "dynamic"},
+        "detector": {
+            "name": "blazeface",  # the page's default, as vitedge.infer's; ?detector=haar for the cascade
+            "blazeface": {"model": DETECTOR_ROUTE[1:], "min_face": min_face or infer.MIN_FACE["blazeface"],
+                          "min_face_video": min_face or max(infer.MIN_FACE["blazeface"], infer.MIN_FACE_VIDEO),
+                          "input": bf.INPUT, "det_min": bf.DET_MIN, "tile_max": bf.TILE_MAX,
+                          "level_ratio": bf.LEVEL_RATIO, "max_level_side": bf.MAX_LEVEL_SIDE,
+                          "score_min": bf.SCORE_MIN, "nms_iou": bf.NMS_IOU, "box_scale": bf.BOX_SCALE,
+                          "box_shift_y": bf.BOX_SHIFT_Y},
+            "haar": {"cascade": f"detector/{CASCADE_NAME}.json", "scale_factor": haar.SCALE_FACTOR,
+                     "min_neighbors": haar.MIN_NEIGHBORS, "min_face": min_face or infer.MIN_FACE["haar"],
+                     "min_face_video": min_face or max(infer.MIN_FACE["haar"], infer.MIN_FACE_VIDEO),
+                     "max_side": haar.MAX_SIDE},
+        },
+        "margin": align.MARGIN if margin is None else margin,
+        "level_above_deg": align.LEVEL_ABOVE_DEG,
+        "colours": {**draw.COLOURS, "": draw.DEFAULT_COLOUR},  # vitedge.faces.draw's, "" for other classes
         "top_k": infer.TOP_K,
         # Pillow >= 13 resizes vertically first when the height shrinks much more than the width
         # (static/imageops.mjs: resizePIL); the rounding differs, so the page follows this install
@@ -183,7 +202,7 @@ def check_vendored() -> None:
 
 # --------------------------------------------------------------------------- the server
 class Handler(http.server.SimpleHTTPRequestHandler):
-    """Static files from STATIC, plus the model, the cascade and the config; isolation headers on all."""
+    """Static files from STATIC, plus the model, the detectors and the config; isolation headers on all."""
 
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
                       ".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm",
@@ -248,7 +267,8 @@ class App:
                  verbose: bool = False):
         self.art, self.meta, self.verbose = art, meta, verbose
         self.config = page_config(meta, margin, min_face)
-        self.files = {"/model/meta.json": art / "meta.json", f"/model/{meta['file']}": art / meta["file"]}
+        self.files = {"/model/meta.json": art / "meta.json", f"/model/{meta['file']}": art / meta["file"],
+                      DETECTOR_ROUTE: blazeface.model_path()}
         self._lock = threading.Lock()
         self._cascade: bytes | None = None
 

@@ -2,23 +2,27 @@
 //
 // Machines read the results from the DOM: #results[data-status = loading | ok | no-face | error]
 // holds one .face child per face with data-emotion, data-confidence, data-probs (JSON, in the
-// order of meta.json's classes) and data-box (JSON [x, y, w, h] in image pixels); data-frame
-// counts classified frames or images. #stats carries data-backend, data-threads, data-simd,
-// data-model-ms (per face), data-detect-ms and data-fps. window.vitedge exposes the last crops.
+// order of meta.json's classes) and data-box (JSON [x, y, w, h] in image pixels, vitedge.infer's
+// whole-pixel box); data-frame counts classified frames or images. #stats carries data-detector,
+// data-backend, data-threads, data-simd, data-model-ms (per face), data-detect-ms and data-fps.
+// window.vitedge exposes the last crops, faces (float boxes, scores, keypoints) and drawing layout.
 //
 // Address options: ?image=<url> opens a photo; ?mode=image does not start the camera;
-// ?backend=wasm|webgpu; ?threads=N; ?mirror=0 shows the camera unmirrored.
+// ?detector=blazeface|haar; ?backend=wasm|webgpu; ?threads=N (the model's WebAssembly threads);
+// ?detect_workers=N (detection workers for the camera, 2 by default); ?mirror=0 shows the camera
+// unmirrored.
 
 import { normalise } from "./imageops.mjs";
+import { drawFaces } from "./overlay.mjs";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const state = {
-  config: null, meta: null, ort: null, session: null, worker: null, backend: "", threads: 1,
-  mode: "idle", frame: 0, stream: null, pending: new Map(), nextId: 1, modelMs: [], frameTimes: [],
+  config: null, meta: null, ort: null, session: null, workers: [], detector: "", backend: "", threads: 1,
+  mode: "idle", frame: 0, stream: null, pending: new Map(), nextId: 1, modelMs: [], detectMs: [], frameTimes: [],
   mirror: params.get("mirror") !== "0",
 };
-const api = { ready: null, lastCrops: [], lastProbs: [], state };
+const api = { ready: null, lastCrops: [], lastProbs: [], lastFaces: [], state };
 window.vitedge = api;
 
 function setStatus(text) { $("status").textContent = text; }
@@ -98,25 +102,30 @@ function softmax(logits, n, k) {
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s.length ? s[Math.floor(s.length / 2)] : NaN; };
 
 // ------------------------------------------------------------------ one frame or photo
-function detect(imageData) {
+/** Faces and their crops from a worker (in turn): a photo's RGBA bytes (exact path) or a camera ImageBitmap. */
+function detect(message, transfer) {
   const id = state.nextId++;
   return new Promise((resolve, reject) => {
     state.pending.set(id, { resolve, reject });
-    state.worker.postMessage({ type: "frame", id, rgba: imageData.data.buffer, width: imageData.width,
-                               height: imageData.height }, [imageData.data.buffer]);
+    state.workers[id % state.workers.length].postMessage({ ...message, id }, transfer);
   });
 }
 
-async function classify(imageData, { repeats = 1 } = {}) {
+const detectPhoto = (imageData) => detect({ type: "photo", rgba: imageData.data.buffer, width: imageData.width,
+                                            height: imageData.height }, [imageData.data.buffer]);
+const detectFrame = (bitmap) => detect({ type: "frame", bitmap }, [bitmap]);
+
+/** The emotions of the faces the worker found, batched as vitedge.infer batches them: one face per
+ *  call for a dynamic int8 model (its activations are quantised over the whole call), else one batch. */
+async function classify(faces, { repeats = 1 } = {}) {
   const { meta } = state;
-  const faces = await detect(imageData);
   const n = faces.boxes.length, s = meta.preprocess.img_size, k = meta.classes.length;
   let probs = [], batchMs = null;
   if (n) {
     const input = new Float32Array(n * s * s);
     faces.crops.forEach((crop, i) => normalise({ data: crop }, meta.preprocess.mean, meta.preprocess.std, input, i * s * s));
-    // all faces in one batch, as vitedge.infer does, unless the artefact caps its batch size
-    const cap = meta.input.max_batch || (meta.input.shape && meta.input.shape[0] > 0 ? meta.input.shape[0] : n);
+    const cap = state.config.model.one_face_per_call ? 1
+      : meta.input.max_batch || (meta.input.shape && meta.input.shape[0] > 0 ? meta.input.shape[0] : n);
     let logits = null;
     const times = [];
     for (let r = 0; r < repeats; r++) {
@@ -135,6 +144,7 @@ async function classify(imageData, { repeats = 1 } = {}) {
   }
   api.lastCrops = faces.crops;
   api.lastProbs = probs;
+  api.lastFaces = faces.faces;
   return { boxes: faces.boxes, probs, detectMs: faces.detectMs, batchMs, width: faces.width, height: faces.height };
 }
 
@@ -160,10 +170,14 @@ function report(result) {
       div.dataset.probs = JSON.stringify(p);
       div.dataset.box = JSON.stringify(box);
       const topk = order.slice(0, state.config.top_k).map((j) => `${meta.classes[j]} ${(100 * p[j]).toFixed(0)}%`).join(", ");
-      div.innerHTML = `<div class="label"></div><div class="bars"></div>`;
-      div.querySelector(".label").innerHTML = `${result.boxes.length > 1 ? `${i + 1}. ` : ""}${meta.classes[top]} ` +
-        `<small>${(100 * p[top]).toFixed(0)}% · top-${state.config.top_k}: ${topk}</small>`;
-      const bars = div.querySelector(".bars");
+      // class names come from meta.json: text nodes only, never parsed as HTML
+      const label = document.createElement("div"), small = document.createElement("small");
+      label.className = "label";
+      small.textContent = `${(100 * p[top]).toFixed(0)}% · top-${state.config.top_k}: ${topk}`;
+      label.append(`${result.boxes.length > 1 ? `${i + 1}. ` : ""}${meta.classes[top]} `, small);
+      const bars = document.createElement("div");
+      bars.className = "bars";
+      div.append(label, bars);
       meta.classes.forEach((name, j) => {
         const row = document.createElement("span"); row.textContent = name;
         const bar = document.createElement("span"); bar.className = "bar" + (j === top ? " top" : "");
@@ -181,8 +195,11 @@ function report(result) {
   const st = $("stats");
   const modelMs = median(state.modelMs);
   if (Number.isFinite(modelMs)) { st.dataset.modelMs = modelMs.toFixed(3); $("s-model").textContent = `${modelMs.toFixed(2)} ms`; }
-  st.dataset.detectMs = result.detectMs.toFixed(1);
-  $("s-detect").textContent = `${result.detectMs.toFixed(0)} ms (${result.width}×${result.height})`;
+  // a photo's own time; the camera's: the median of the last 30 frames
+  state.detectMs = state.mode === "live" ? [...state.detectMs.slice(-29), result.detectMs] : [];
+  const detectMs = state.mode === "live" ? median(state.detectMs) : result.detectMs;
+  st.dataset.detectMs = detectMs.toFixed(1);
+  $("s-detect").textContent = `${detectMs.toFixed(0)} ms (${result.width}×${result.height})`;
   if (state.mode === "live") {
     const now = performance.now();
     state.frameTimes.push(now);
@@ -206,63 +223,22 @@ function draw(result) {
   overlay.style.top = `${rect.top - srect.top}px`;
   overlay.style.width = `${rect.width}px`;
   overlay.style.height = `${rect.height}px`;
-  overlay.width = Math.max(1, Math.round(rect.width * dpr));
-  overlay.height = Math.max(1, Math.round(rect.height * dpr));
+  const w = Math.max(1, Math.round(rect.width * dpr)), h = Math.max(1, Math.round(rect.height * dpr));
+  if (overlay.width !== w || overlay.height !== h) {  // a resize reallocates the canvas: not every frame
+    overlay.width = w;
+    overlay.height = h;
+  }
   const ctx = overlay.getContext("2d");
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, rect.width, rect.height);
-  const sx = rect.width / result.width, sy = rect.height / result.height;
-  const mirror = state.mode === "live" && state.mirror;
-  const { classes } = state.meta;
-  result.boxes.forEach(([x, y, w, h], i) => {
-    const p = result.probs[i];
-    const top = p.indexOf(Math.max(...p));
-    let bx = x * sx, by = y * sy;
-    const bw = w * sx, bh = h * sy;
-    if (mirror) bx = rect.width - bx - bw;
-    ctx.lineWidth = Math.max(2, bw / 60);
-    ctx.strokeStyle = "#ff5a5f";
-    ctx.strokeRect(bx, by, bw, bh);
-    // label: emotion and confidence above the box
-    const fs = Math.max(12, Math.min(22, bw / 7));
-    ctx.font = `600 ${fs}px system-ui, sans-serif`;
-    const label = `${classes[top]} ${(100 * p[top]).toFixed(0)}%`;
-    const tw = ctx.measureText(label).width;
-    const ly = by - fs - 6 >= 0 ? by - fs - 6 : by + bh;
-    ctx.fillStyle = "#ff5a5f";
-    ctx.fillRect(bx - ctx.lineWidth / 2, ly, tw + 10, fs + 6);
-    ctx.fillStyle = "#fff";
-    ctx.textBaseline = "top";
-    ctx.fillText(label, bx + 5, ly + 3);
-    // one small bar per class beside the box (inside the frame)
-    const bs = Math.max(9, Math.min(14, bh / 9)), gap = 2, barMax = Math.max(40, bw * 0.6);
-    ctx.font = `${bs - 1}px system-ui, sans-serif`;
-    const nameW = Math.max(...classes.map((c) => ctx.measureText(c).width)) + 4;
-    const panelW = nameW + barMax + 8, panelH = classes.length * (bs + gap) + 6;
-    let px = bx + bw + 6;
-    if (px + panelW > rect.width) px = Math.max(0, bx - panelW - 6);
-    const py = Math.min(Math.max(0, by), Math.max(0, rect.height - panelH));
-    ctx.fillStyle = "rgba(17, 20, 24, 0.72)";
-    ctx.fillRect(px, py, panelW, panelH);
-    classes.forEach((c, j) => {
-      const yy = py + 3 + j * (bs + gap);
-      ctx.fillStyle = "#e8ecf1";
-      ctx.fillText(c, px + 4, yy);
-      ctx.fillStyle = "#2a313b";
-      ctx.fillRect(px + 4 + nameW, yy + 1, barMax, bs - 2);
-      ctx.fillStyle = j === top ? "#ff5a5f" : "#4fa3ff";
-      ctx.fillRect(px + 4 + nameW, yy + 1, Math.max(1, barMax * p[j]), bs - 2);
-    });
-  });
+  let note = null;
   if (state.mode === "live") {
     const fps = $("stats").dataset.fps, ms = $("stats").dataset.modelMs;
-    ctx.font = "12px system-ui, sans-serif";
-    const text = `${fps ? Number(fps).toFixed(1) : "–"} fps · model ${ms ? Number(ms).toFixed(2) : "–"} ms/face · ${state.backend}`;
-    ctx.fillStyle = "rgba(0, 0, 0, 0.55)";
-    ctx.fillRect(6, 6, ctx.measureText(text).width + 10, 18);
-    ctx.fillStyle = "#fff";
-    ctx.fillText(text, 11, 9);
+    note = `${fps ? Number(fps).toFixed(1) : "–"} fps · model ${ms ? Number(ms).toFixed(2) : "–"} ms/face · ${state.backend}`;
   }
+  api.lastLayout = drawFaces(ctx, { width: rect.width, height: rect.height, sx: rect.width / result.width, sy: rect.height / result.height,
+                   mirror: state.mode === "live" && state.mirror, classes: state.meta.classes, colours: state.config.colours,
+                   boxes: result.boxes, probs: result.probs, note });
 }
 
 // ------------------------------------------------------------------ photos
@@ -291,7 +267,7 @@ async function showImage(blob, name) {
   const pixels = ctx.getImageData(0, 0, view.width, view.height);
   setStatus(`Finding faces in ${name}…`);
   try {
-    report(await classify(pixels, { repeats: 30 }));  // latency: the median of 30 runs
+    report(await classify(await detectPhoto(pixels), { repeats: 30 }));  // latency: the median of 30 runs
   } catch (err) {
     fail(`${name}: ${err.message || err}`);
   }
@@ -314,10 +290,22 @@ function stopCamera() {
   $("camera").classList.remove("on");
 }
 
-const nextVideoFrame = (video) => new Promise((resolve) => {
-  if (video.requestVideoFrameCallback) video.requestVideoFrameCallback(() => resolve());
-  else requestAnimationFrame(() => resolve());
-});
+/** Resolves once the video has presented a frame not taken yet (at once when one is waiting), so a
+ *  loop slower than the camera takes the newest frame instead of waiting for the one after it. */
+function frameClock(video, running) {
+  let presented = 0, taken = 0, wake = null;
+  const tick = (now, meta) => {
+    presented = meta ? meta.presentedFrames : presented + 1;
+    if (wake) { wake(); wake = null; }
+    if (running()) schedule();
+  };
+  const schedule = () => (video.requestVideoFrameCallback ? video.requestVideoFrameCallback(tick) : requestAnimationFrame(() => tick()));
+  schedule();
+  return () => new Promise((resolve) => {
+    const take = () => { taken = presented; resolve(); };
+    if (presented > taken) take(); else wake = take;
+  });
+}
 
 async function startCamera() {
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
@@ -326,7 +314,8 @@ async function startCamera() {
   }
   let stream;
   try {
-    stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 }, facingMode: "user" }, audio: false });
+    stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 },
+      frameRate: { ideal: 30 }, facingMode: "user" }, audio: false });
   } catch (err) {
     setStatus(`No camera (${err.name || err}): choose or drop a photo instead.`);
     return;
@@ -342,26 +331,51 @@ async function startCamera() {
   await video.play();
   setStatus("Looking for a face…");
   setResultsStatus("loading");
-  const grab = document.createElement("canvas");
-  const gctx = grab.getContext("2d", { willReadFrequently: true });
-  while (state.stream === stream) {
-    await nextVideoFrame(video);
-    if (state.stream !== stream || video.videoWidth === 0) continue;
-    grab.width = video.videoWidth;
-    grab.height = video.videoHeight;
-    gctx.drawImage(video, 0, 0);
-    const pixels = gctx.getImageData(0, 0, grab.width, grab.height);
-    try {
-      const result = await classify(pixels);
-      if (state.stream === stream) report(result);
-    } catch (err) {
-      fail(`Camera frame: ${err.message || err}`);
-      break;
+  const running = () => state.stream === stream;
+  const nextFrame = frameClock(video, running);
+  // a pipeline: while this thread classifies and draws frame N, every worker detects a later frame
+  const inFlight = [];
+  try {
+    while (running()) {
+      await nextFrame();
+      if (!running() || !video.videoWidth) continue;
+      inFlight.push(detectFrame(await createImageBitmap(video)));
+      if (inFlight.length > state.workers.length) {
+        const result = await classify(await inFlight.shift());
+        if (running()) report(result);
+      }
     }
+  } catch (err) {
+    if (running()) fail(`Camera frame: ${err.message || err}`);
   }
 }
 
 // ------------------------------------------------------------------ start
+/** One detection worker (detect.worker.mjs), added to state.workers; resolves once it is ready. */
+function startWorker() {
+  const { config, meta } = state, url = (path) => new URL(path, location.href).href;
+  const worker = new Worker(new URL("./detect.worker.mjs", import.meta.url), { type: "module" });
+  state.workers.push(worker);
+  const ready = new Promise((resolve, reject) => {
+    worker.onmessage = (e) => {
+      const m = e.data;
+      if (m.type === "ready") resolve();
+      else if (m.type === "faces") { state.pending.get(m.id)?.resolve(m); state.pending.delete(m.id); }
+      else if (m.type === "error") {
+        const p = state.pending.get(m.id);
+        if (p) { p.reject(new Error(m.message)); state.pending.delete(m.id); } else reject(new Error(m.message));
+      }
+    };
+    worker.onerror = (e) => reject(new Error(e.message || "the face detector failed to start"));
+  });
+  worker.postMessage({ type: "init", ortBase: url(config.ort.path), threads: 1,
+    modelUrl: url(config.detector.blazeface.model), cascadeUrl: url(config.detector.haar.cascade),
+    options: { detector: state.detector, blazeface: config.detector.blazeface, haar: config.detector.haar,
+               margin: config.margin, levelAbove: config.level_above_deg, imgSize: meta.preprocess.img_size,
+               pilVerticalFirst: config.preprocess.pil_vertical_first } });
+  return ready;
+}
+
 async function init() {
   try {
     const res = await fetch("config.json");
@@ -371,30 +385,20 @@ async function init() {
     const { meta, config } = state;
     $("model").textContent = `${meta.model_name || "model"} · ${meta.format} ${meta.precision} · ` +
       `${meta.classes.length} emotions · ${meta.preprocess.img_size}×${meta.preprocess.img_size} gray`;
-    state.worker = new Worker(new URL("./detect.worker.mjs", import.meta.url), { type: "module" });
-    const workerReady = new Promise((resolve, reject) => {
-      state.worker.onmessage = (e) => {
-        const m = e.data;
-        if (m.type === "ready") resolve();
-        else if (m.type === "faces") { state.pending.get(m.id)?.resolve(m); state.pending.delete(m.id); }
-        else if (m.type === "error") {
-          const p = state.pending.get(m.id);
-          if (p) { p.reject(new Error(m.message)); state.pending.delete(m.id); } else reject(new Error(m.message));
-        }
-      };
-      state.worker.onerror = (e) => reject(new Error(e.message || "the face detector failed to start"));
-    });
-    state.worker.postMessage({ type: "init", cascadeUrl: new URL(config.detector.cascade, location.href).href,
-      options: { margin: config.margin, imgSize: meta.preprocess.img_size, pilVerticalFirst: config.preprocess.pil_vertical_first,
-                 detector: { minFace: config.detector.min_face, maxSide: config.detector.max_side,
-                             scaleFactor: config.detector.scale_factor, minNeighbors: config.detector.min_neighbors } } });
+    state.detector = params.get("detector") || config.detector.name;
+    if (!["blazeface", "haar"].includes(state.detector)) throw new Error(`unknown detector '${state.detector}' (blazeface or haar)`);
+    // BlazeFace takes ~30 ms a frame on one WebAssembly thread: two workers, one thread each, detect
+    // alternate frames (on 2 cores, one worker on two threads was slower than one on one thread)
+    const workers = Math.max(1, parseInt(params.get("detect_workers") || "2", 10) || 1);
+    const ready = Array.from({ length: workers }, () => startWorker());
     setStatus("Loading the model…");
-    await Promise.all([loadModel(), workerReady]);
+    await Promise.all([loadModel(), ...ready]);
   } catch (err) {
     fail(`Cannot start: ${err.message || err}`);
     throw err;
   }
   const st = $("stats");
+  st.dataset.detector = state.detector;
   st.dataset.backend = state.backend;
   st.dataset.threads = String(state.threads);
   st.dataset.simd = String(WebAssembly.validate(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3,

@@ -1,15 +1,14 @@
 // OpenCV's Haar cascade face detector (CascadeClassifier.detectMultiScale), ported to plain JS.
 //
-// Why this detector: vitedge.infer finds faces with OpenCV's haarcascade_frontalface_default.xml,
-// and the page must find the same faces for its emotions to be Python's. This port evaluates the
+// The page's `?detector=haar` (BlazeFace, blazeface.mjs, is the default): `vitedge.infer --detector
+// haar` finds faces with OpenCV's haarcascade_frontalface_default.xml, and the page must find the
+// same faces for its emotions to be Python's. This port evaluates the
 // same cascade the way OpenCV 4 does: an image pyramid made with cv2.resize's INTER_LINEAR_EXACT
 // fixed-point arithmetic, 32-bit integral images, float32 feature sums, the window's variance
 // normalisation, stage thresholds minus 1e-5, the skip after a first-stage reject, then
 // groupRectangles. It gives the same boxes, bit for bit: tests/test_web.py checks it against cv2
 // on photos. The cascade is not copied into vitedge: the server reads it from the installed
 // OpenCV wheel (cv2.data) and sends it as JSON (vitedge/web/server.py), so the page works offline.
-// Not chosen: the browser's FaceDetector API (only in some Chromium builds, other boxes) and small
-// ONNX face detectors (none whose weights come in a registry package with a licence to ship them).
 //
 // Cascade JSON (vitedge.web.server.cascade_json): {width, height, features: [[x, y, w, h, weight,
 // ...] per feature], stages: [{threshold, weak: [[left, right, feature, threshold, ...nodes],

@@ -6,8 +6,11 @@
 //                   (vitedge.preprocess.Preprocess.resize_uint8: face crop -> model size)
 //   equalizeHist    cv2.equalizeHist
 //   resizeLinearExactCV  cv2.resize(INTER_LINEAR_EXACT) on uint8 (the Haar cascade's image pyramid)
-//   resizeAreaCV    cv2.resize(INTER_AREA) for downscaling (infer.detect_faces on images > 1280 px)
-//   cropFace        vitedge.infer.crop_face (box grown by a margin, clamped)
+//   resizeAreaCV    cv2.resize(INTER_AREA) for downscaling (the Haar detector on images > 1280 px)
+//   rotationMatrixCV, warpAffineCV  cv2.getRotationMatrix2D and cv2.warpAffine(INTER_LINEAR,
+//                   BORDER_REPLICATE) (vitedge.faces.align.levelled_crop: tilted faces)
+//   toPlanes        RGBA bytes -> R, G, B images (the BlazeFace detector's input, resized per channel)
+//   cropFace        vitedge.faces.align.crop_face (box grown by a margin, clamped)
 //   normalise       vitedge.preprocess.Preprocess.normalise (float32 arithmetic)
 //
 // All images are {data: Uint8Array, width, height}, one byte per pixel, row-major.
@@ -290,8 +293,55 @@ export function resizeAreaCV(img, dw, dh) {
   return { data: out, width: dw, height: dh };
 }
 
+/** cv2.getRotationMatrix2D(center, angleDeg, 1): the 2x3 matrix [a, b, c, d, e, f], row-major. */
+export function rotationMatrixCV(cx, cy, angleDeg) {
+  const rad = angleDeg * (Math.PI / 180), a = Math.cos(rad), b = Math.sin(rad);
+  cx = f32(cx); cy = f32(cy);  // OpenCV takes the centre as a Point2f
+  return [a, b, (1 - a) * cx - b * cy, -b, a, b * cx + (1 - a) * cy];
+}
+
+function invertAffine(m) {
+  // warpAffine's own inversion (it maps destination pixels back to the source)
+  let d = m[0] * m[4] - m[1] * m[3];
+  d = d !== 0 ? 1 / d : 0;
+  const a11 = m[4] * d, a22 = m[0] * d, a12 = -m[1] * d, a21 = -m[3] * d;
+  return [a11, a12, -a11 * m[2] - a12 * m[5], a21, a22, -a21 * m[2] - a22 * m[5]];
+}
+
+/**
+ * cv2.warpAffine(img, m, (outW, outH), INTER_LINEAR, BORDER_REPLICATE) on a gray image, with
+ * OpenCV's fixed-point arithmetic: source coordinates in 1/1024 then 1/32 pixel, bilinear weights
+ * in 1/32768 (the same bytes as OpenCV 4.14 on the test photos; tests/test_web.py checks it).
+ */
+export function warpAffineCV(img, m, outW, outH) {
+  const { data, width: sw, height: sh } = img;
+  const inv = invertAffine(m), out = new Uint8Array(outW * outH);
+  const at = (y, x) => data[Math.min(Math.max(y, 0), sh - 1) * sw + Math.min(Math.max(x, 0), sw - 1)];
+  const adelta = new Int32Array(outW), bdelta = new Int32Array(outW);
+  for (let x = 0; x < outW; x++) { adelta[x] = roundHalfEven(inv[0] * x * 1024); bdelta[x] = roundHalfEven(inv[3] * x * 1024); }
+  for (let y = 0; y < outH; y++) {
+    const x0 = roundHalfEven((inv[1] * y + inv[2]) * 1024) + 16, y0 = roundHalfEven((inv[4] * y + inv[5]) * 1024) + 16;
+    for (let x = 0; x < outW; x++) {
+      const X = (x0 + adelta[x]) >> 5, Y = (y0 + bdelta[x]) >> 5;
+      const ix = X >> 5, iy = Y >> 5, fx = X & 31, fy = Y & 31;
+      // weights (1 - fy)(1 - fx), (1 - fy)fx, fy(1 - fx), fy fx in 1/32768: exact integers
+      const s = at(iy, ix) * (32 - fy) * (32 - fx) + at(iy, ix + 1) * (32 - fy) * fx
+              + at(iy + 1, ix) * fy * (32 - fx) + at(iy + 1, ix + 1) * fy * fx;
+      out[y * outW + x] = Math.min(255, (s * 32 + 16384) >> 15);
+    }
+  }
+  return { data: out, width: outW, height: outH };
+}
+
 // ------------------------------------------------------------------ vitedge
-/** vitedge.infer.crop_face: the box grown by `margin` of its size on every side, clamped. */
+/** RGBA bytes -> three gray images (R, G, B): Pillow resizes each channel of an RGB image alike. */
+export function toPlanes(rgba, width, height) {
+  const n = width * height, planes = [new Uint8Array(n), new Uint8Array(n), new Uint8Array(n)];
+  for (let i = 0, j = 0; i < n; i++, j += 4) { planes[0][i] = rgba[j]; planes[1][i] = rgba[j + 1]; planes[2][i] = rgba[j + 2]; }
+  return planes.map((data) => ({ data, width, height }));
+}
+
+/** vitedge.faces.align.crop_face: the box grown by `margin` of its size on every side, clamped. */
 export function cropFace(img, box, margin) {
   const [x, y, w, h] = box;
   const dx = roundHalfEven(w * margin), dy = roundHalfEven(h * margin);
