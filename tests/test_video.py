@@ -161,3 +161,15 @@ def test_camera_that_does_not_open_and_unwritable_outputs(capfd, ckpt, clips, tm
 
 def test_video_suffixes_decide_the_path():
     assert video.is_video("a.MP4") and video.is_video("x/y.avi") and not video.is_video("photo.jpg")
+
+
+def test_weighted_nms_ends_on_a_degenerate_box():
+    """A zero-area box overlaps nothing, itself included: NMS must still take it out of the queue."""
+    from vitedge.faces.blazeface import weighted_nms
+
+    flat = np.zeros((8, 2))
+    flat[0] = (10, 10)  # centre, size (0, 0)
+    real = flat.copy()
+    real[1] = (20, 20)
+    out = weighted_nms([(0.9, flat), (0.8, real), (0.7, real.copy())])
+    assert [round(s, 2) for s, _ in out] == [0.9, 0.8]

@@ -160,8 +160,10 @@ def weighted_nms(dets: list[tuple[float, np.ndarray]], iou_threshold: float = NM
     out = []
     while remaining:
         top = remaining[0]
-        group = [d for d in remaining if overlap(top[1], d[1]) > iou_threshold]
-        remaining = [d for d in remaining if overlap(top[1], d[1]) <= iou_threshold]
+        # the top always joins its own group: a degenerate (zero-area) box overlaps nothing, itself
+        # included, and would otherwise never leave `remaining`
+        group = [top] + [d for d in remaining[1:] if overlap(top[1], d[1]) > iou_threshold]
+        remaining = [d for d in remaining[1:] if overlap(top[1], d[1]) <= iou_threshold]
         total = sum(d[0] for d in group)
         box = sum(d[0] * d[1] for d in group) / total
         kps = sum(d[0] * d[2] for d in group) / total
@@ -183,7 +185,9 @@ class BlazeFace:
     """The default detector. `threads`: ONNX Runtime intra-op threads (None: its default)."""
     name = "blazeface"
 
-    def __init__(self, path: str | Path | None = None, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, threads: int | None = None,
+                 score_min: float = SCORE_MIN) -> None:
+        self.score_min = score_min
         path = Path(path) if path else model_path()
         if not path.is_file():
             raise DetectorUnavailable(f"BlazeFace model missing at {path}: reinstall vitedge (pip install -e .)")
@@ -205,7 +209,7 @@ class BlazeFace:
         for li, level in enumerate(plan_levels(width, height, min_face)):
             image = resize_rgb(rgb, level.width, level.height)
             for tile in level.tiles:
-                for score, pts in decode(*self.run_tile(tile_input(image, *tile))):
+                for score, pts in decode(*self.run_tile(tile_input(image, *tile)), self.score_min):
                     if _keep(li, level, tile, pts):
                         pts = pts.copy()
                         pts[0] += tile

@@ -114,8 +114,10 @@ export function weightedNms(dets, iou) {
   const out = [];
   while (remaining.length) {
     const top = remaining[0];
-    const group = remaining.filter((d) => overlap(top.box, d.box) > iou);
-    remaining = remaining.filter((d) => overlap(top.box, d.box) <= iou);
+    // the top always joins its own group: a zero-area box overlaps nothing, itself included
+    const rest = remaining.slice(1);
+    const group = [top, ...rest.filter((d) => overlap(top.box, d.box) > iou)];
+    remaining = rest.filter((d) => overlap(top.box, d.box) <= iou);
     let total = 0;
     const box = [0, 0, 0, 0], kps = new Float64Array(12);
     for (const d of group) total += d.score;  // summed in order, as Python's sum()
