@@ -14,8 +14,6 @@ import torch
 from vitedge import infer, video
 from vitedge.checkpoints import save_model
 from vitedge.data import CLASSES
-from vitedge.faces.track import Tracker
-from vitedge.faces import Face
 from vitedge.model import create_model
 from vitedge.preprocess import Preprocess
 
@@ -117,17 +115,6 @@ def test_smoothing_follows_time_and_can_be_turned_off(capfd, ckpt, clips, tmp_pa
     assert steps(smooth) < steps(raw)
 
 
-def test_tracker_keeps_ids_through_a_fast_move_and_ends_lost_tracks():
-    tracker = Tracker(max_missed=2)
-    a = tracker.update([Face((0, 0, 50, 50), 1.0)], 0)[0]
-    b = tracker.update([Face((45, 0, 50, 50), 1.0)], 1)[0]  # IoU ~0.05, centre within a width
-    assert a.id == b.id == 1
-    for frame in range(2, 6):
-        tracker.update([], frame)
-    c = tracker.update([Face((45, 0, 50, 50), 1.0)], 6)[0]
-    assert c.id == 2 and [t.id for t in tracker.all_tracks()] == [1, 2]
-
-
 @pytest.mark.parametrize("name, message", [
     ("truncated.avi", "ended after"),
     ("garbage.mp4", "cannot open as a video"),
@@ -162,14 +149,3 @@ def test_camera_that_does_not_open_and_unwritable_outputs(capfd, ckpt, clips, tm
 def test_video_suffixes_decide_the_path():
     assert video.is_video("a.MP4") and video.is_video("x/y.avi") and not video.is_video("photo.jpg")
 
-
-def test_weighted_nms_ends_on_a_degenerate_box():
-    """A zero-area box overlaps nothing, itself included: NMS must still take it out of the queue."""
-    from vitedge.faces.blazeface import weighted_nms
-
-    flat = np.zeros((8, 2))
-    flat[0] = (10, 10)  # centre, size (0, 0)
-    real = flat.copy()
-    real[1] = (20, 20)
-    out = weighted_nms([(0.9, flat), (0.8, real), (0.7, real.copy())])
-    assert [round(s, 2) for s, _ in out] == [0.9, 0.8]
