@@ -3,6 +3,8 @@
 presets, and the engine's device-side batches and augmentation."""
 from __future__ import annotations
 
+import copy
+import importlib.util
 import io
 import json
 import os
@@ -14,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from vitedge import checkpoints
-from vitedge.data import CLASSES, load_fer2013, make_synthetic
+from vitedge.data import CLASSES, load_fer2013, make_synthetic, save_splits
 from vitedge.data.augment import BatchAugment, InMemoryBatches
 from vitedge.data.fer2013 import pack_images, read_pack
 from vitedge.model import create_model
@@ -84,13 +87,21 @@ def test_batches_and_augmentation_stay_on_the_gpu(synthetic_splits):
     assert images.is_cuda and labels.is_cuda and out.is_cuda and out.shape == (32, 1, 48, 48)
 
 
-def test_smoke_run_writes_what_a_gpu_run_returns(tmp_path):
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def smoke_out(tmp_path_factory) -> Path:
+    """`gpu_run.py --smoke`, as the GPU command runs, in a subprocess (one thread: ~10 s on 2 cores)."""
+    tmp = tmp_path_factory.mktemp("gpu_smoke")
+    out = tmp / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_run.py"), "--smoke", "--out", str(out),
-                           "--work", str(tmp_path / "work")], cwd=REPO, env=env, capture_output=True, text=True,
+                           "--work", str(tmp / "work")], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
+def test_smoke_run_writes_what_a_gpu_run_returns(smoke_out):
+    out = smoke_out
     files = sorted(p.name for p in out.iterdir())
     assert files == ["gpu_run.log", "student.json", "student.pt", "teacher.json", "teacher.pt",
                      "validation-student-gpu.json", "validation-teacher-gpu.json"]
@@ -112,3 +123,43 @@ def test_smoke_run_writes_what_a_gpu_run_returns(tmp_path):
     for model in ("teacher", "student"):  # what comes back loads as a workflow checkpoint
         checkpoints.load_model(out / f"{model}.pt")
     assert "done:" in (out / "gpu_run.log").read_text()
+
+
+def _merged(base: dict, over: dict) -> dict:
+    """What `--configfile over` makes of `base` (tests/test_config_schema.py's rule: nested dicts merge)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def test_import_places_the_returned_models_for_an_mtime_rerun(smoke_out, tmp_path, synthetic_splits):
+    """benchmarks/gpu_import.py on the smoke run's files: a config overlay the schema accepts, models placed
+    oldest first (no training rule out of date), the distill table, the GPU rows as a committed table."""
+    spec = importlib.util.spec_from_file_location("gpu_import", REPO / "benchmarks" / "gpu_import.py")
+    gpu_import = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_import)
+    run_dir = tmp_path / "results" / "fer2013-gpu"
+    _, info = checkpoints.load_model(smoke_out / "teacher.pt")
+    extra = gpu_import.overlay(run_dir, info, smoke_out)
+    cfg = yaml.safe_load((REPO / "workflow" / "config.yaml").read_text())
+    for layer in (gpu_import.CONFIG, extra):
+        cfg = _merged(cfg, yaml.safe_load(layer.read_text()))
+    snakemake_utils = pytest.importorskip("snakemake.utils")
+    snakemake_utils.validate(cfg, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    assert create_model(cfg["models"]["teacher"]["preset"], **cfg["models"]["teacher"]["overrides"]).cfg == \
+        create_model(info["config"]).cfg and cfg["compute"]["device"] == "cpu"
+    data_dir = tmp_path / "data"
+    save_splits(data_dir, synthetic_splits, {"kind": "synthetic"})
+    gpu_import.place_models(smoke_out, run_dir)
+    gpu_import.gpu_table(smoke_out, tmp_path / "reports")
+    scores = gpu_import.score(run_dir, data_dir)
+    models = run_dir / "models"
+    order = [models / "teacher-pretrain.pt", models / "teacher.pt", models / "student.pt",
+             run_dir / "reports" / "distill.md", run_dir / "reports" / "distill.json"]
+    mtimes = [p.stat().st_mtime_ns for p in order]
+    assert mtimes == sorted(mtimes) and mtimes[0] > (data_dir / "manifest.json").stat().st_mtime_ns
+    assert 0 <= scores["student"]["val_top1"] <= 1 and 0 <= scores["shipped_val"] <= 1
+    table = (tmp_path / "reports" / "gpu_validation.md").read_text()
+    assert "torch.compile fp16 | skipped" in table and "Measured on" in table
+    assert (tmp_path / "reports" / "validation-student-gpu.json").is_file()
