@@ -284,10 +284,11 @@ def run_loop(module: nn.Module, train: Split, augment: BatchAugment, pre: Prepro
     for epoch in range(start_epoch, cfg.epochs):
         loss, lr, img_per_s, elapsed = _train_epoch(net, module, optimizer, batches, augment, schedule, step_loss,
                                                     cfg, epoch, stage, d)
+        t_eval = time.perf_counter()
         scores = validate(d.device)
         record = {"stage": stage, "epoch": epoch + 1, "train_loss": loss, "lr": lr,
                   **{k: v for k, v in scores.items() if k != "score"}, "epoch_s": round(elapsed, 2),
-                  "img_per_s": img_per_s}
+                  "eval_s": round(time.perf_counter() - t_eval, 3), "img_per_s": img_per_s}
         history.append(record)
         improved = scores["score"] > best["score"]
         if improved:
