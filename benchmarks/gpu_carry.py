@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.wheels:
         fetch_wheels(args.wheels, args.carry / "wheels")
     ok = True
-    unknown = [m for m in imported_modules() if m not in MACHINE_MODULES]
+    modules = imported_modules()
+    print(f"the GPU path imports: {', '.join(modules)}")
+    unknown = [m for m in modules if m not in MACHINE_MODULES]
     if unknown:
         ok = False
         print(f"WARNING: the GPU path imports modules the GPU machine may lack: {', '.join(unknown)}; "

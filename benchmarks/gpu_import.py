@@ -66,8 +66,10 @@ def snakemake_data(run_dir: Path, extra_config: Path) -> Path:
     target = run_dir / "data" / "manifest.json"
     if not target.is_file():
         # the target first: --configfile takes every word after it
+        # the rules call `python`: this interpreter's, as in an activated virtual environment
+        env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
         subprocess.run([sys.executable, "-m", "snakemake", str(target.relative_to(REPO)), "--cores", "2",
-                        "--configfile", str(CONFIG), str(extra_config)], cwd=REPO, check=True)
+                        "--configfile", str(CONFIG), str(extra_config)], cwd=REPO, check=True, env=env)
     return target.parent
 
 
