@@ -25,7 +25,10 @@ def is_macos() -> bool:
 
 
 def nvidia_driver_present() -> bool:
-    return os.path.exists("/proc/driver/nvidia") or shutil.which("nvidia-smi") is not None
+    # /dev/nvidiactl too: sandboxed GPU hosts (gVisor) may expose the device without /proc/driver/nvidia
+    # and keep nvidia-smi off the PATH
+    return (os.path.exists("/proc/driver/nvidia") or os.path.exists("/dev/nvidiactl")
+            or shutil.which("nvidia-smi") is not None)
 
 
 def resolve_device(device: str) -> str:

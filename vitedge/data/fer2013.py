@@ -4,7 +4,12 @@ Accepted sources (`load_fer2013(path)`):
 
 * the Kaggle zip ("msambare/fer2013"), read in place with `zipfile`, never extracted;
 * the same zip extracted to a folder;
-* the original `fer2013.csv` (columns `emotion,pixels,Usage`).
+* the original `fer2013.csv` (columns `emotion,pixels,Usage`);
+* a pack (`.npz`, `pack_images`): some of the zip's image files, byte for byte, in one compressed
+  array beside their names. The JPEGs' identical headers deflate across files where the zip, one
+  stored member each, cannot: FER-2013's Training images are 37.4 MB in the zip (41.5 MB with its
+  per-member headers) and 28 MB packed, which is what lets them travel with the repository to a
+  GPU machine that takes 64 MiB a call (`benchmarks/gpu_carry.py`).
 
 Folder layout (inside the zip or the folder, optionally below one wrapper folder)::
 
@@ -40,7 +45,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from vitedge.data.splits import CLASSES, SPLITS, DatasetError, Split
-from vitedge.io import sha256_file
+from vitedge.io import atomic_path, sha256_file
 from vitedge.preprocess import Preprocess, to_gray_uint8
 
 log = logging.getLogger("vitedge.data")
@@ -109,6 +114,8 @@ def load_fer2013(
         raise DatasetError(f"{path}: no such file or folder")
     elif path.suffix.lower() == ".csv":
         splits, report = _load_csv(path, val_fraction, seed, progress)
+    elif path.suffix.lower() == ".npz":
+        splits, report = _load_packed(path, val_fraction, seed, progress)
     elif zipfile.is_zipfile(path):
         splits, report = _load_zip(path, val_fraction, seed, progress)
     else:
@@ -147,6 +154,47 @@ def _load_zip(path: Path, val_fraction: float, seed: int, progress: bool) -> tup
             return zf.read(info)
 
         return _load_layout(path, "kaggle-zip", list(members), read, val_fraction, seed, progress)
+
+
+def pack_images(source: str | os.PathLike, dest: str | os.PathLike, prefix: str = "") -> dict:
+    """Copy the image entries of a FER-2013 zip whose names start with `prefix` (e.g. "train/") into
+    one `.npz` that `load_fer2013` reads like the zip: `names`, `offsets` (entry i is
+    `blob[offsets[i]:offsets[i + 1]]`) and `blob`, the files' bytes as they are in the zip (never
+    decoded or re-encoded), plus `source_sha256`. Returns {"count", "bytes", "source_sha256"}."""
+    source = Path(source)
+    with zipfile.ZipFile(source) as zf:
+        infos = sorted((i for i in zf.infolist() if not i.is_dir() and i.filename.startswith(prefix)
+                        and _is_image(tuple(i.filename.split("/")))), key=lambda i: i.filename)
+        for info in infos:
+            _check_member_name(source, info.filename)
+        data = [zf.read(info) for info in infos]
+    if not data:
+        raise DatasetError(f"{source}: no image entries under {prefix!r}")
+    offsets = np.zeros(len(data) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(d) for d in data])
+    digest = sha256_file(source)
+    with atomic_path(dest) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, names=np.array([i.filename for i in infos]), offsets=offsets,
+                                blob=np.frombuffer(b"".join(data), dtype=np.uint8), source_sha256=np.array(digest))
+    return {"count": len(data), "bytes": int(offsets[-1]), "source_sha256": digest}
+
+
+def read_pack(path: str | os.PathLike) -> dict[str, bytes]:
+    """{entry name: its bytes} of a pack written by `pack_images`."""
+    with np.load(path, allow_pickle=False) as z:
+        names, offsets, blob = z["names"].tolist(), z["offsets"], z["blob"]
+    return {name: blob[offsets[i]:offsets[i + 1]].tobytes() for i, name in enumerate(names)}
+
+
+def _load_packed(path: Path, val_fraction: float, seed: int, progress: bool) -> tuple[dict[str, Split], dict]:
+    try:
+        files = read_pack(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise DatasetError(f"{path}: not an image pack written by vitedge.data.fer2013.pack_images: {exc}") from exc
+    for name in files:
+        _check_member_name(path, name)
+    return _load_layout(path, "packed", list(files), files.__getitem__, val_fraction, seed, progress)
 
 
 def _load_folder(path: Path, val_fraction: float, seed: int, progress: bool) -> tuple[dict[str, Split], dict]:

@@ -54,7 +54,8 @@ log = logging.getLogger("vitedge.train")
 STATE_FORMAT = "vitedge-train-state/1"
 # options a saved state may be resumed under although they changed: more epochs extend a finished
 # run; another thread count only moves float rounding (a bit-for-bit rerun needs the same count)
-RESUMABLE_CHANGES = ("epochs", "threads")
+# (and how often the resumable state is written, which changes nothing in the weights)
+RESUMABLE_CHANGES = ("epochs", "threads", "state_every")
 
 
 @dataclass
@@ -75,6 +76,9 @@ class TrainConfig:
     threads: int = 0  # intra-op threads for training; 0 = torch's default (the physical cores), fixed per host
     max_steps_per_epoch: int = 0  # 0 = the whole epoch; >0 caps it (smoke runs, tests)
     eval_batch_size: int = 512
+    # write the resumable state.pt every N epochs (and after the last): a GPU epoch of a few seconds
+    # would otherwise spend much of its time writing weights and optimiser moments to disk
+    state_every: int = 1
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "TrainConfig":
@@ -216,9 +220,9 @@ def fit(model: VisionTransformer, train: Split, val: Split, pre: Preprocess, cfg
                                    cfg.label_smoothing)
 
     def step_loss(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        with autocast(cfg, images.device):
+        with autocast(cfg, images.device):  # the loss too: a distillation teacher's forward runs in bf16 as well
             outputs = net(images)
-        return criterion(images, outputs, labels)
+            return criterion(images, outputs, labels)
 
     def validate(device: torch.device) -> dict:
         m = evaluate(model, val, pre, cfg.eval_batch_size, device, classes)
@@ -273,16 +277,18 @@ def run_loop(module: nn.Module, train: Split, augment: BatchAugment, pre: Prepro
     if d.world > 1:
         net = nn.parallel.DistributedDataParallel(module, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
     batches, schedule = _batches_and_schedule(train, pre, cfg, d)
-    optimizer = torch.optim.AdamW(param_groups(module, cfg.weight_decay), lr=schedule.peak_lr, betas=(0.9, 0.999))
+    optimizer = torch.optim.AdamW(param_groups(module, cfg.weight_decay), lr=schedule.peak_lr, betas=(0.9, 0.999),
+                                  fused=d.device.type == "cuda" or None)  # one kernel per step on a GPU
     fingerprint = _fingerprint(module, cfg, stage)
     start_epoch, best, history = _restore(state_path, log_path, fingerprint, module, optimizer, resume, stage, d)
     for epoch in range(start_epoch, cfg.epochs):
         loss, lr, img_per_s, elapsed = _train_epoch(net, module, optimizer, batches, augment, schedule, step_loss,
                                                     cfg, epoch, stage, d)
+        t_eval = time.perf_counter()
         scores = validate(d.device)
         record = {"stage": stage, "epoch": epoch + 1, "train_loss": loss, "lr": lr,
                   **{k: v for k, v in scores.items() if k != "score"}, "epoch_s": round(elapsed, 2),
-                  "img_per_s": img_per_s}
+                  "eval_s": round(time.perf_counter() - t_eval, 3), "img_per_s": img_per_s}
         history.append(record)
         improved = scores["score"] > best["score"]
         if improved:
@@ -290,8 +296,10 @@ def run_loop(module: nn.Module, train: Split, augment: BatchAugment, pre: Prepro
         if d.main:
             if improved:
                 save_best(best_path, best)
-            save_torch({"format": STATE_FORMAT, "fingerprint": fingerprint, "epoch": epoch + 1, "model": module.state_dict(),
-                        "optimizer": optimizer.state_dict(), "best": best, "history": history}, state_path)
+            if (epoch + 1) % max(1, cfg.state_every) == 0 or epoch + 1 == cfg.epochs:
+                save_torch({"format": STATE_FORMAT, "fingerprint": fingerprint, "epoch": epoch + 1,
+                            "model": module.state_dict(), "optimizer": optimizer.state_dict(), "best": best,
+                            "history": history}, state_path)
             _log_epoch(log_path, record, scores, improved, cfg, stage)
         _barrier(d)
     return {"best": best, "history": history, "best_path": str(best_path)}
@@ -300,7 +308,7 @@ def run_loop(module: nn.Module, train: Split, augment: BatchAugment, pre: Prepro
 def _batches_and_schedule(train: Split, pre: Preprocess, cfg: TrainConfig, d: Dist
                           ) -> tuple[InMemoryBatches, Schedule]:
     per_rank_batch = max(1, cfg.batch_size // d.world)
-    batches = InMemoryBatches(train, pre, per_rank_batch, cfg.seed, d.rank, d.world)
+    batches = InMemoryBatches(train, pre, per_rank_batch, cfg.seed, d.rank, d.world, device=d.device)
     steps_per_epoch = len(batches) if cfg.max_steps_per_epoch <= 0 else min(len(batches), cfg.max_steps_per_epoch)
     if steps_per_epoch == 0:
         raise ValueError(f"training set of {len(train)} images is smaller than one batch of {per_rank_batch}")
@@ -346,9 +354,14 @@ def _train_epoch(net: nn.Module, module: nn.Module, optimizer: torch.optim.Optim
                  epoch: int, stage: str, d: Dist) -> tuple[float, float, float, float]:
     """One epoch of optimisation: (mean train loss, last lr, images/s over all ranks, seconds)."""
     torch.manual_seed(cfg.seed * 100_003 + epoch)  # same dropout/drop-path/mask draws on resume
-    aug_gen = torch.Generator().manual_seed(cfg.seed * 100_019 + epoch)  # same augmentation on resume
+    # same augmentation on resume; drawn on the batches' device (the split is in GPU memory on a GPU)
+    aug_gen = torch.Generator(device=batches.images.device).manual_seed(cfg.seed * 100_019 + epoch)
     net.train()
-    t0, seen, loss_sum, lr = time.perf_counter(), 0, 0.0, schedule.peak_lr
+    # the loss is summed on the device and read once an epoch: a read per step would make the host wait
+    # for the GPU at every step instead of queueing the next one
+    t0, seen, lr = time.perf_counter(), 0, schedule.peak_lr
+    loss_sum = torch.zeros((), dtype=torch.float64, device=d.device)
+    show_loss = d.device.type == "cpu"  # on the CPU reading it is free
     bar = tqdm(total=schedule.steps_per_epoch, desc=f"{stage} {epoch + 1}/{cfg.epochs}", disable=not d.main,
                leave=False, mininterval=1.0, dynamic_ncols=True)
     for i, (images, labels) in enumerate(batches.epoch(epoch)):
@@ -365,13 +378,15 @@ def _train_epoch(net: nn.Module, module: nn.Module, optimizer: torch.optim.Optim
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
         optimizer.step()
-        loss_sum += loss.item() * len(labels)
+        loss_sum += loss.detach().double() * len(labels)
         seen += len(labels)
         bar.update()
-        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{lr:.2e}", refresh=False)
+        if show_loss:
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", lr=f"{lr:.2e}", refresh=False)
     bar.close()
+    mean_loss = loss_sum.item() / max(seen, 1)  # waits for the epoch's last step: the time below is the whole epoch
     elapsed = time.perf_counter() - t0
-    return loss_sum / max(seen, 1), lr, round(seen * d.world / elapsed, 1), elapsed
+    return mean_loss, lr, round(seen * d.world / elapsed, 1), elapsed
 
 
 def _log_epoch(log_path: Path, record: dict, scores: dict, improved: bool, cfg: TrainConfig, stage: str) -> None:
