@@ -32,6 +32,7 @@ from PIL import Image  # noqa: E402
 from vitedge import infer, runtimes  # noqa: E402
 from vitedge.faces import Face, iou, load_detector  # noqa: E402
 from vitedge.faces.align import LEVEL_ABOVE_DEG, MARGIN, face_crop  # noqa: E402
+from vitedge.faces.blazeface import DET_MIN, INPUT  # noqa: E402
 from vitedge.sysinfo import describe, machine_info  # noqa: E402
 
 IOU_MATCH = 0.5
@@ -86,10 +87,23 @@ def evaluate(detector, min_face: float, images: list[dict], root: Path) -> dict[
     return tallies
 
 
-DETECTORS = [  # (label, detector name, min_face, options)
-    ("Haar cascade (OpenCV, `--detector haar`)", "haar", infer.MIN_FACE["haar"]),
-    ("BlazeFace, one 256 view of the photo", "blazeface", 10_000),
-    ("BlazeFace, pyramid to 20-px faces (default)", "blazeface", infer.MIN_FACE["blazeface"]),
+class OneView:
+    """BlazeFace without the pyramid: the whole photo in one 256 view (what a plain port would do)."""
+    name = "blazeface, one view"
+
+    def __init__(self, threads: int) -> None:
+        self.inner = load_detector("blazeface", threads=threads)
+
+    def detect(self, rgb: np.ndarray, min_face: float) -> list[Face]:
+        one_level = DET_MIN * max(rgb.shape[:2]) / INPUT  # the smallest face that keeps plan_levels at one
+        return self.inner.detect(rgb, max(min_face, one_level))
+
+
+DETECTORS = [  # (label, factory(threads), min_face)
+    ("Haar cascade (OpenCV, `--detector haar`)", lambda t: load_detector("haar", threads=t), infer.MIN_FACE["haar"]),
+    ("BlazeFace, one 256 view of the photo", OneView, infer.MIN_FACE["blazeface"]),
+    ("BlazeFace, pyramid to 20-px faces (default)", lambda t: load_detector("blazeface", threads=t),
+     infer.MIN_FACE["blazeface"]),
 ]
 
 
@@ -115,9 +129,8 @@ def detection_table(root: Path, threads: int) -> str:
     labels = json.loads((root / "labels.json").read_text())
     images = labels["images"]
     rows = []
-    for label, name, min_face in DETECTORS:
-        detector = load_detector(name, threads=threads)
-        t = evaluate(detector, min_face, images, root)
+    for label, factory, min_face in DETECTORS:
+        t = evaluate(factory(threads), min_face, images, root)
         a, p, g = t["all"], t["portraits"], t["groups"]
         rows.append(f"| {label} | {a.matched / a.faces:.1%} | {a.false / a.photos:.2f} | "
                     f"{p.exactly_one / max(p.photos, 1):.1%} ({p.photos}) | {g.matched / max(g.faces, 1):.1%} | "

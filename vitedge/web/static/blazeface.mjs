@@ -133,10 +133,9 @@ export function weightedNms(dets, iou) {
   return out;
 }
 
-/** blazeface.to_face: a merged detection -> {box: [x, y, w, h], score, keypoints}, calibrated. */
+/** blazeface.to_face: a merged detection -> {box: [x, y, w, h], score, keypoints}. */
 export function toFace({ score, pts }, c) {
-  const cx = pts[0], w = pts[2] * c.box_scale, h = pts[3] * c.box_scale;
-  const cy = pts[1] + c.box_shift_y * h;
+  const cx = pts[0], cy = pts[1], w = pts[2], h = pts[3];
   const keypoints = Array.from({ length: 6 }, (_, k) => [pts[4 + 2 * k], pts[5 + 2 * k]]);
   return { box: [cx - w / 2, cy - h / 2, w, h], score, keypoints };
 }
