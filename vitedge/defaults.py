@@ -4,7 +4,8 @@ The web server (`vitedge.web`) only serves files: the page, the ONNX artefact an
 It must not import `vitedge.infer` (which loads the runtimes, hence torch: ~700 MB resident to
 serve static files), yet the page must do what `infer` does. So the settings both follow live
 here: where the shipped model is, OpenCV's face detector and its settings, the crop margin, the
-top-k. `tests/test_web_server.py` checks that `vitedge.infer` agrees with every one of them.
+top-k, the largest image decoded (which the dataset reader uses too). `tests/test_web_server.py`
+checks that `vitedge.infer` agrees with every one of them.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ DETECT_MAX_SIDE = 1280  # detection runs on a copy no larger than this; boxes ar
 MIN_FACE = 40  # smallest face to detect, pixels
 MARGIN = 0.2  # crop margin around a detected face, as a share of its size
 TOP_K = 3  # emotions listed per face
+MAX_IMAGE_PIXELS = 64_000_000  # ~8000x8000: larger is refused (decompression bombs), by infer and the data reader
 
 
 def cascade_path() -> Path:
