@@ -59,6 +59,9 @@ def check_checkpoint(ckpt: Any, path: str | Path) -> dict[str, Any]:
     missing = [k for k in ("config", "state_dict", "preprocess", "classes") if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    if not isinstance(ckpt["config"], dict):
+        raise CheckpointError(f"{path}: bad checkpoint config: it must be a JSON object / dict, "
+                              f"got {type(ckpt['config']).__name__}")
     try:
         with torch.device("meta"):  # shapes only: no memory for the weights of a config from anywhere
             skeleton = create_model(ckpt["config"])
