@@ -13,8 +13,8 @@ LAZY_OK = ("tensorrt", "coremltools", "executorch", "ai_edge_litert", "litert_to
            "h5py")
 MAX_FUNCTION_LINES = 80
 # module -> vitedge modules it may import (the bottom of the layer map in README "Layout")
-LOW_MODULES = {"vitedge.io": set(), "vitedge.sysinfo": set(), "vitedge.batching": set(),
-               "vitedge.artefact": {"vitedge.io", "vitedge.sysinfo"},
+LOW_MODULES = {"vitedge.io": set(), "vitedge.torch_io": {"vitedge.io"}, "vitedge.sysinfo": set(), "vitedge.batching": set(),
+               "vitedge.artefact": {"vitedge.io", "vitedge.sysinfo", "vitedge.preprocess"}, "vitedge.preprocess": set(),
                "vitedge.hosts": {"vitedge.artefact"}, "vitedge.ort_session": set()}
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from vitedge.data import make_synthetic, save_splits
-from vitedge.io import load_torch
+from vitedge.torch_io import load_torch
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = json.dumps({"preset": "hybrid-micro-48", "overrides": {"depth": 1, "embed_dim": 64, "distilled": False}})

@@ -272,7 +272,7 @@ def test_cnn_checkpoint_warm_starts_a_cnn(tmp_path):
     tuples (older checkpoints) or lists; either is the same model. Another CNN shape is refused."""
     from vitedge.checkpoints import save_model
     from vitedge.data import CLASSES
-    from vitedge.io import load_torch, save_torch
+    from vitedge.torch_io import load_torch, save_torch
     from vitedge.preprocess import Preprocess
 
     torch.manual_seed(0)

@@ -195,7 +195,7 @@ def test_executorch_pads_a_fixed_batch(tmp_path, ckpt, monkeypatch):
 
     rt = object.__new__(executorch_rt.ExecuTorchRuntime)
     rt.method, rt.static_batch, rt.max_batch, rt.input_shape = FakeMethod(), 4, 4, (1, 48, 48)
-    rt.name = "executorch"
+    rt.name, rt.classes, rt.path = "executorch", list(CLASSES), tmp_path
     assert rt.predict(_x(6)).shape == (6, 7)
     assert seen == [(4, 1, 48, 48), (4, 1, 48, 48)]
 

@@ -183,7 +183,7 @@ def test_server_headers_routes_and_config(server):
     assert config["ort"]["wasm"] is True
     art, meta = web.resolve_model(None)  # the shipped model, found as vitedge.infer finds it
     assert art == infer.packaged_model() / "onnx-int8"
-    assert json.loads(get(server + "/" + config["model"]["meta"])[2]) == meta
+    assert json.loads(get(server + "/" + config["model"]["meta"])[2]) == web.page_meta(meta)  # stripped
     assert config["model"]["one_face_per_call"] is True  # dynamic int8: one face per call, as vitedge.infer
     for quantization in ({"method": {"kind": "dynamic"}}, {"method": {"kind": "static"}}, None):
         other = {**meta, "quantization": quantization}
@@ -207,9 +207,8 @@ def test_refuses_a_model_that_is_not_an_onnx_artefact(tmp_path):
     other = tmp_path / "student" / "executorch-int8"
     other.mkdir(parents=True)
     (other / "model.pte").write_bytes(b"\0")
-    (other / "meta.json").write_text(json.dumps({
-        "format": "executorch", "precision": "int8", "file": "model.pte", "preprocess": {}, "classes": [],
-        "input": {}, "output": {}}))
+    shipped = json.loads((web.resolve_model(None)[0] / "meta.json").read_text())  # a complete meta.json ...
+    (other / "meta.json").write_text(json.dumps({**shipped, "format": "executorch", "file": "model.pte"}))  # ... of a .pte
     for bad, says in [(not_model, "not an ONNX artefact"), (other, "executorch artefact"),
                       (other.parent, "holds no ONNX artefact"), (tmp_path / "missing", "not found")]:
         run = subprocess.run([sys.executable, "-m", "vitedge.web", "--model", str(bad), "--port", "0"],

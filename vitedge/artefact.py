@@ -1,8 +1,13 @@
 """The artefact contract: what export, quantize, runtimes and the workflow agree on.
 
-This is the low module everything else stands on: it imports nothing from vitedge but `io`
-and `sysinfo`, so the exporters, the quantisers and the runtimes can all use it without
-importing each other.
+This is the low module everything else stands on: it imports nothing from vitedge but `io`,
+`sysinfo` and `preprocess`, and not torch, so the exporters, the quantisers, the runtimes and the
+web server can all use it without importing each other.
+
+It owns the contract: `read_meta` checks every meta.json against `check_meta` (types, required
+keys, `classes` as long as the output, `file` a plain name inside the artefact folder, the
+preprocessing's bounds, size and nesting depth) before anything uses it, since an artefact folder
+is data from anywhere. A violation is an `ArtefactError` naming the field (`infer`: exit 3).
 
 Words:
 - a **checkpoint** is what training writes (`models/<name>.pt`, `vitedge.checkpoints`): weights,
@@ -20,11 +25,14 @@ checkpoint and its hash, export time, machine, library versions).
 """
 from __future__ import annotations
 
+import json
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 from vitedge.io import file_size, read_json, write_json
+from vitedge.preprocess import Preprocess
 from vitedge.sysinfo import library_versions, machine_info
 
 # the one list of artefact formats and precisions (the workflow and its schema check against these)
@@ -40,6 +48,11 @@ INPUT_NAME, OUTPUT_NAME = "input", "logits"
 DEFAULT_MAX_BATCH = 256
 REQUIRED_KEYS = ("format", "precision", "file", "model_name", "source_checkpoint", "source_sha256", "config",
                  "preprocess", "classes", "input", "output", "size_bytes")
+
+# bounds of a meta.json read from disk: the shipped ones are ~200 KB and 6 levels deep
+MAX_META_BYTES = 16 << 20
+MAX_META_DEPTH = 32
+MAX_CLASSES = 10_000
 
 FER_LICENSE = ("trained on FER-2013: research use only (the dataset's images come from the web "
                "with no redistribution or commercial licence)")
@@ -131,7 +144,8 @@ def find_artefact(path: str | Path) -> Path:
 
 
 def read_meta(art_dir: str | Path) -> dict[str, Any]:
-    """Read and check `<art_dir>/meta.json`. `art_dir` may also be the model file or meta.json itself."""
+    """Read and check `<art_dir>/meta.json` (`check_meta`). `art_dir` may also be the model file or
+    meta.json itself. Every problem is an ArtefactError of one line naming the field."""
     art_dir = find_artefact(art_dir)
     meta_path = art_dir / META
     if not art_dir.exists():
@@ -140,16 +154,146 @@ def read_meta(art_dir: str | Path) -> dict[str, Any]:
         raise ArtefactError(f"{art_dir} is not a vitedge artefact: {META} is missing "
                             "(export it with `python -m vitedge.export`)")
     try:
+        if meta_path.stat().st_size > MAX_META_BYTES:
+            raise ArtefactError(f"{meta_path} is {meta_path.stat().st_size:,} bytes, over the {MAX_META_BYTES:,} "
+                                "a meta.json may have")
         meta = read_json(meta_path)
-    except (OSError, ValueError) as exc:
-        raise ArtefactError(f"cannot read {meta_path}: {exc}") from exc
+    except RecursionError:
+        raise ArtefactError(f"{meta_path}: nested deeper than {MAX_META_DEPTH} levels") from None
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ArtefactError(f"cannot read {meta_path}: {one_line(exc)}") from None
+    return check_meta(meta, art_dir, where=str(meta_path))
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message as one short line (library messages can span pages)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _depth(obj: Any, limit: int) -> int:
+    """Nesting depth of a JSON value, counted without recursion and stopping past `limit`."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest
+
+
+def _expect(meta: dict[str, Any], key: str, kind: type, where: str, optional: bool = False) -> Any:
+    """meta[key] if it is a `kind` (dict, list or str here; never a bool), else ArtefactError naming it."""
+    value = meta.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, kind):
+        shown = json.dumps(value)[:60] if _jsonable(value) else type(value).__name__
+        raise ArtefactError(f"{where}: '{key}' must be a {kind.__name__}, got {shown}")
+    return value
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError, RecursionError):
+        return False
+
+
+def _count(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def check_file_name(name: Any, art_dir: Path, where: str) -> Path:
+    """`file` must be a plain name of an existing entry inside the artefact folder (no path, no link
+    out of it): the web server serves it and the runtimes open it, so it must not reach elsewhere."""
+    if not isinstance(name, str) or not name or name in (".", "..") or any(c in name for c in "/\\\0") \
+            or len(name) > 255:
+        raise ArtefactError(f"{where}: 'file' must be a plain file name inside the artefact folder, got "
+                            f"{name!r}"[:300])
+    path = art_dir / name
+    if not path.exists():
+        raise ArtefactError(f"{art_dir}: the model file '{name}' named in {META} is missing")
+    try:
+        path.resolve().relative_to(art_dir.resolve())
+    except ValueError:
+        raise ArtefactError(f"{where}: 'file' {name!r} leads outside the artefact folder (a link to "
+                            f"{path.resolve()}); copy the model file into {art_dir}") from None
+    return path
+
+
+def _check_io(meta: dict[str, Any], pre: Preprocess, classes: list, where: str) -> None:
+    """`input` [N, 1, S, S] at the preprocessing's size; `output` [N, len(classes)]."""
+    inp, out = _expect(meta, "input", dict, where), _expect(meta, "output", dict, where)
+    for key, spec in (("input", inp), ("output", out)):
+        if not isinstance(spec.get("name"), str):
+            raise ArtefactError(f"{where}: '{key}.name' must be a string")
+    shape = inp.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 4 and all(_count(d, 1) for d in shape[1:])
+            and (shape[0] == -1 or _count(shape[0], 1))):
+        raise ArtefactError(f"{where}: 'input.shape' must be [-1 or batch, channels, height, width] of positive "
+                            f"integers, got {str(shape)[:60]}")
+    if shape[1] != 1 or shape[2:] != [pre.img_size, pre.img_size]:
+        raise ArtefactError(f"{where}: 'input.shape' {shape} does not match the preprocessing (grayscale "
+                            f"{pre.img_size}x{pre.img_size}: [-1, 1, {pre.img_size}, {pre.img_size}])")
+    if not (inp.get("max_batch") is None or _count(inp.get("max_batch"), 1)):
+        raise ArtefactError(f"{where}: 'input.max_batch' must be a positive integer or null")
+    out_shape = out.get("shape")
+    if not (isinstance(out_shape, list) and len(out_shape) == 2 and all(_count(d, 1) or d == -1 for d in out_shape)):
+        raise ArtefactError(f"{where}: 'output.shape' must be [-1 or batch, classes], got {str(out_shape)[:60]}")
+    if out_shape[1] != len(classes):
+        raise ArtefactError(f"{where}: 'classes' names {len(classes)} classes but the output has {out_shape[1]}")
+
+
+def _check_extras(meta: dict[str, Any], where: str) -> None:
+    """The optional fields a runtime reads: the types it relies on."""
+    for key in ("bs1_threads", "ort_session", "engine_key", "quantization", "coreml"):
+        _expect(meta, key, dict, where, optional=True)
+    if not (meta.get("static_batch") is None or _count(meta.get("static_batch"), 1)):
+        raise ArtefactError(f"{where}: 'static_batch' must be a positive integer or null")
+    best = (meta.get("bs1_threads") or {}).get("best")
+    if not (best is None or _count(best, 1)):
+        raise ArtefactError(f"{where}: 'bs1_threads.best' must be a positive integer")
+    disabled = (meta.get("ort_session") or {}).get("disabled_optimizers", [])
+    if not (isinstance(disabled, list) and all(isinstance(d, str) for d in disabled)):
+        raise ArtefactError(f"{where}: 'ort_session.disabled_optimizers' must be a list of strings")
+
+
+def check_meta(meta: Any, art_dir: str | Path, where: str = META) -> dict[str, Any]:
+    """The artefact contract, checked: `meta` as read from `<art_dir>/meta.json`, or ArtefactError."""
+    art_dir = Path(art_dir)
     if not isinstance(meta, dict):
-        raise ArtefactError(f"{meta_path} is not a JSON object")
+        raise ArtefactError(f"{where} is not a JSON object (it is a {type(meta).__name__})")
+    if _depth(meta, MAX_META_DEPTH) > MAX_META_DEPTH:
+        raise ArtefactError(f"{where}: nested deeper than {MAX_META_DEPTH} levels")
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
-        raise ArtefactError(f"{meta_path} is incomplete: missing {', '.join(missing)}")
-    if not (art_dir / meta["file"]).exists():
-        raise ArtefactError(f"{art_dir}: the model file '{meta['file']}' named in {META} is missing")
+        raise ArtefactError(f"{where} is incomplete: missing {', '.join(missing)}")
+    # a word, not necessarily one of FORMATS: a backend added in one class (runtimes/base.py) brings its own
+    if not (isinstance(meta["format"], str) and re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", meta["format"])):
+        raise ArtefactError(f"{where}: 'format' must be a format name such as {', '.join(FORMATS)}, "
+                            f"got {str(meta['format'])[:40]!r}")
+    if meta["precision"] not in PRECISIONS:
+        raise ArtefactError(f"{where}: 'precision' must be one of {', '.join(PRECISIONS)}, "
+                            f"got {str(meta['precision'])[:40]!r}")
+    for key in ("model_name", "source_checkpoint", "source_sha256"):
+        _expect(meta, key, str, where)
+    _expect(meta, "config", dict, where)
+    if not _count(meta["size_bytes"], 0):
+        raise ArtefactError(f"{where}: 'size_bytes' must be a non-negative integer")
+    try:
+        pre = Preprocess.from_dict(meta["preprocess"])
+    except ValueError as exc:
+        raise ArtefactError(f"{where}: {exc}") from None
+    classes = _expect(meta, "classes", list, where)
+    if not 1 <= len(classes) <= MAX_CLASSES or not all(isinstance(c, str) and c for c in classes):
+        raise ArtefactError(f"{where}: 'classes' must be a list of 1..{MAX_CLASSES} non-empty strings")
+    _check_io(meta, pre, classes, where)
+    _check_extras(meta, where)
+    check_file_name(meta["file"], art_dir, where)
     return meta
 
 

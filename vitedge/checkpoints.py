@@ -19,7 +19,8 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from vitedge.io import load_torch, save_torch, sha256_file
+from vitedge.io import sha256_file
+from vitedge.torch_io import load_torch, save_torch
 from vitedge.model import ViTConfig, VisionTransformer, create_model
 from vitedge.preprocess import Preprocess
 
@@ -40,11 +41,62 @@ def save_model(path: str | Path, model: VisionTransformer, preprocess: Preproces
     }, path)
 
 
-def load_model(path: str | Path, map_location: str = "cpu") -> tuple[VisionTransformer, dict[str, Any]]:
-    """Load a vitedge checkpoint -> (model in eval mode, the checkpoint dict without weights)."""
-    ckpt = load_torch(path, map_location)
+class CheckpointError(ValueError):
+    """A checkpoint file is not a usable vitedge checkpoint (the message names what is wrong, in one line)."""
+
+
+def read_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
+    """Load a vitedge checkpoint (weights only) and `check_checkpoint` it."""
+    return check_checkpoint(load_torch(path, map_location), path)
+
+
+def check_checkpoint(ckpt: Any, path: str | Path) -> dict[str, Any]:
+    """A loaded checkpoint checked as data from anywhere: its config, its preprocessing, its classes
+    and every tensor's shape against the model its config builds (built on the meta device first,
+    so a hostile config allocates nothing). Returns it, or raises CheckpointError naming the problem."""
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a vitedge model checkpoint (expected format {FORMAT})")
+        raise CheckpointError(f"{path} is not a vitedge model checkpoint (expected format {FORMAT})")
+    missing = [k for k in ("config", "state_dict", "preprocess", "classes") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    if not isinstance(ckpt["config"], dict):
+        raise CheckpointError(f"{path}: bad checkpoint config: it must be a JSON object / dict, "
+                              f"got {type(ckpt['config']).__name__}")
+    try:
+        with torch.device("meta"):  # shapes only: no memory for the weights of a config from anywhere
+            skeleton = create_model(ckpt["config"])
+        pre = Preprocess.from_dict(ckpt["preprocess"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{path}: bad checkpoint config: {' '.join(str(exc).split())[:300]}") from None
+    cfg = skeleton.cfg if isinstance(skeleton.cfg, dict) else skeleton.cfg.as_dict()
+    if pre.img_size != cfg["img_size"]:
+        raise CheckpointError(f"{path}: preprocess.img_size {pre.img_size} differs from the model's {cfg['img_size']}")
+    classes = ckpt["classes"]
+    if not (isinstance(classes, (list, tuple)) and len(classes) == cfg["num_classes"]
+            and all(isinstance(c, str) and c for c in classes)):
+        raise CheckpointError(f"{path}: 'classes' must name the model's {cfg['num_classes']} outputs, one string each")
+    _check_shapes(path, ckpt["state_dict"], skeleton.state_dict())
+    return {**ckpt, "config": cfg, "classes": list(classes)}  # the config whole: defaults filled in
+
+
+def _check_shapes(path: str | Path, state: Any, expected: dict[str, torch.Tensor]) -> None:
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: state_dict must map names to tensors")
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
+                 f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
+                 f"{len(wrong)} of another shape (e.g. {wrong[0]}: {tuple(state[wrong[0]].shape)}, the config "
+                 f"says {tuple(expected[wrong[0]].shape)})" if wrong else ""]
+        raise CheckpointError(f"{path}: the weights do not fit the checkpoint's own config: "
+                              + "; ".join(p for p in parts if p))
+
+
+def load_model(path: str | Path, map_location: str = "cpu") -> tuple[VisionTransformer, dict[str, Any]]:
+    """Load a vitedge checkpoint -> (model in eval mode, the checkpoint dict without weights).
+    CheckpointError (a ValueError) for anything that is not a consistent vitedge checkpoint."""
+    ckpt = read_checkpoint(path, map_location)
     model = create_model(ckpt["config"])  # a ViT, or the CNN teacher (config "arch": "cnn")
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
@@ -217,11 +269,23 @@ def import_pretrained(path: str | Path, model: torch.nn.Module) -> torch.nn.Modu
     """Import a checkpoint file of any supported flavour into `model`: vitedge, torchvision or timm.
 
     A vitedge checkpoint of exactly the model's config (e.g. the `pretrain: none` stage's fresh
-    model, or a CNN teacher) loads as it is; a ViT of another shape is adapted as timm's would be."""
+    model, or a CNN teacher) loads as it is; a ViT of another shape is adapted as timm's would be.
+    Weights that fit none of these are a CheckpointError of one line."""
     ckpt = load_torch(path)
-    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT and _same_config(ckpt["config"], model):
-        model.load_state_dict(ckpt["state_dict"])
-        return model
+    try:
+        return _import(path, ckpt, model)
+    except (KeyError, IndexError, TypeError, AttributeError, RuntimeError) as exc:  # a state dict of another net
+        raise CheckpointError(f"{path}: cannot import these weights into the {type(model).__name__} "
+                              f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); expected a vitedge, "
+                              "torchvision or timm ViT checkpoint") from None
+
+
+def _import(path: str | Path, ckpt: Any, model: torch.nn.Module) -> torch.nn.Module:
+    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
+        ckpt = check_checkpoint(ckpt, path)  # a vitedge checkpoint: checked whole before any of it is used
+        if _same_config(ckpt["config"], model):
+            model.load_state_dict(ckpt["state_dict"])
+            return model
     if not isinstance(model, VisionTransformer):
         raise ValueError(f"{path}: weights for another model than this {type(model).__name__} ({model.cfg.as_dict()})")
     if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:

@@ -162,7 +162,11 @@ def run_cli(fn: Callable[[], Any]) -> int:
     except KeyboardInterrupt:
         print("interrupted: the last completed epoch is saved; rerun with --resume to continue", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (DatasetError, FileNotFoundError, ValueError) as exc:
+    except (DatasetError, ValueError) as exc:  # CheckpointError and ArtefactError are ValueErrors too
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:  # a missing or unreadable file, an unwritable --out or --work-dir, a full disk
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_ERROR
     return 0

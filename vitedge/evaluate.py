@@ -83,8 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = evaluate_artefact(args.model, args.data, args.split, args.runtime, args.device, args.batch_size,
                                    args.flip_tta, args.threads)
-    except (DatasetError, runtimes.ArtefactError, runtimes.RuntimeUnavailable, FileNotFoundError, ValueError) as exc:
+    except (DatasetError, runtimes.ArtefactError, runtimes.RuntimeUnavailable, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an unreadable data file or model
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0

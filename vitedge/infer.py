@@ -22,7 +22,6 @@ import json
 import sys
 import warnings
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vitedge import runtimes, video
 from vitedge.bench import Stopwatch
+from vitedge.defaults import MAX_IMAGE_PIXELS, MIN_FACE, MIN_FACE_VIDEO, TOP_K, packaged_model
 from vitedge.faces import Detector, DetectorUnavailable, Face, detectors, load_detector
 from vitedge.faces.align import LEVEL_ABOVE_DEG, MARGIN, face_crop
 from vitedge.faces.draw import Label, draw_labels
@@ -51,11 +51,6 @@ EPILOG = """exit codes:
 
 --annotate OUT.png with several images writes OUT-<image name>.png for each (OUT-<name>-2.png for a
 repeated name). A video's annotation is a video (.mp4, .avi, .mkv)."""
-MAX_IMAGE_PIXELS = 64_000_000  # ~8000x8000: larger is refused (decompression bombs, absurd inputs)
-TOP_K = 3
-MIN_FACE = {"blazeface": 20, "haar": 40}  # smallest face each detector is asked for, pixels
-# a 640x480 frame searched down to 40-px faces is one 256 tile (20 px needs five; benchmarks/video.py)
-MIN_FACE_VIDEO = 40
 
 
 class InputError(Exception):
@@ -105,21 +100,6 @@ def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Im
 
 
 # --------------------------------------------------------------------------- model
-def packaged_model() -> Path | None:
-    """vitedge/assets/model/ when a model is shipped there (an artefact, a folder of them, or a .pt)."""
-    try:
-        root = resources.files("vitedge") / "assets" / "model"
-    except (ModuleNotFoundError, TypeError):
-        return None
-    path = Path(str(root))
-    if not path.is_dir():
-        return None
-    if (path / "meta.json").is_file() or any(path.glob("*/meta.json")):
-        return path
-    checkpoints = sorted(path.glob("*.pt"))
-    return checkpoints[0] if checkpoints else None
-
-
 NO_MODEL = ("no model given and none is shipped with this vitedge install (vitedge/assets/model/ is empty): "
             "pass --model PATH (an artefact folder, model file or .pt checkpoint), or train one with "
             "`snakemake --cores 2 all` and pass --model results/default/artefacts/student")

@@ -2,11 +2,12 @@
 
 Every file vitedge produces is written atomically: `atomic_path` hands the writer a temporary
 name in the same folder and renames it onto the destination (after an fsync) only when the
-writing succeeded; `atomic_write_bytes`, `atomic_write_text`, `write_json` and `save_torch` are
-built on it. So an interrupted job never leaves a half-written artefact that a later stage would
+writing succeeded; `atomic_write_bytes`, `atomic_write_text`, `write_json` (and
+`vitedge.torch_io.save_torch`) are built on it. So an interrupted job never leaves a half-written artefact that a later stage would
 trust.
 
-This module imports nothing from vitedge: everything else may use it.
+This module imports nothing from vitedge, nor torch (the torch files are `vitedge.torch_io`): everything
+else may use it, the web server included, which must not load torch to serve static files.
 """
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import torch
 
 
 @contextlib.contextmanager
@@ -117,19 +117,3 @@ def file_size(path: str | os.PathLike) -> int:
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return path.stat().st_size
-
-
-def save_torch(obj: Any, dest: str | os.PathLike) -> None:
-    with atomic_path(dest) as tmp:
-        torch.save(obj, tmp)
-
-
-def load_torch(path: str | os.PathLike, map_location: str = "cpu") -> Any:
-    """Load a vitedge checkpoint. Always `weights_only=True`: checkpoints are data, never code."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # pickle errors, truncated files, zip errors ...
-        raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc

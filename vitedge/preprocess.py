@@ -13,6 +13,8 @@ formats cannot drift apart. Core ML embeds it as ImageType scale/bias: see `core
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,6 +23,10 @@ import numpy as np
 from PIL import Image
 
 RESIZE_METHODS = ("bilinear-antialias", "cv2-linear")
+# The largest model input accepted. Artefacts and checkpoints carry their own preprocessing, and
+# every face is resized to img_size and batched: `img_size: 100000` once made `infer` grow to 23 GB
+# before the kernel killed it. vitedge's models take 48 px, imported ViTs 224 px.
+MAX_IMG_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -31,16 +37,38 @@ class Preprocess:
     resize: str = "bilinear-antialias"
 
     def __post_init__(self) -> None:
+        """Bounds that keep every use finite: a size that fits in memory, a std to divide by."""
+        if isinstance(self.img_size, bool) or not isinstance(self.img_size, numbers.Integral) \
+                or not 1 <= self.img_size <= MAX_IMG_SIZE:
+            raise ValueError(f"preprocess.img_size must be an integer in 1..{MAX_IMG_SIZE}, got {self.img_size!r}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ValueError(f"preprocess.{name} must be a finite number, got {value!r}")
+        if self.std <= 0:
+            raise ValueError(f"preprocess.std must be > 0 (it divides every pixel), got {self.std!r}")
         if self.resize not in RESIZE_METHODS:
-            raise ValueError(f"unknown resize '{self.resize}'; choose from {', '.join(RESIZE_METHODS)}")
+            raise ValueError(f"unknown preprocess.resize {self.resize!r}; choose from {', '.join(RESIZE_METHODS)}")
 
     def as_dict(self) -> dict[str, Any]:
         return {"grayscale": True, "scale": 1 / 255, **asdict(self)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Preprocess":
-        return cls(img_size=int(d["img_size"]), mean=float(d["mean"]), std=float(d["std"]),
-                   resize=str(d.get("resize", "bilinear-antialias")))
+        """From a checkpoint's or meta.json's `preprocess`; ValueError naming the field otherwise."""
+        if not isinstance(d, dict):
+            raise ValueError(f"preprocess must be an object, got {type(d).__name__}")
+        missing = [k for k in ("img_size", "mean", "std") if k not in d]
+        if missing:
+            raise ValueError(f"preprocess lacks {', '.join(missing)}")
+        size = d["img_size"]
+        if isinstance(size, float) and size.is_integer():
+            size = int(size)  # 48.0 from a JSON writer that does not keep ints
+        resize = d.get("resize", "bilinear-antialias")
+        if not isinstance(resize, str):
+            raise ValueError(f"preprocess.resize must be a string, got {type(resize).__name__}")
+        pre = cls(img_size=size, mean=d["mean"], std=d["std"], resize=resize)
+        return cls(img_size=int(pre.img_size), mean=float(pre.mean), std=float(pre.std), resize=pre.resize)
 
     def coreml_scale_bias(self) -> tuple[float, float]:
         """Core ML ImageType computes `scale * pixel + bias` on 0..255 pixels."""

@@ -6,8 +6,7 @@ import importlib.metadata
 import os
 import platform
 import subprocess
-
-import torch
+import sys
 
 # Instruction-set extensions that decide whether int8 / bf16 kernels are fast on x86 CPUs.
 _CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
@@ -39,7 +38,11 @@ def _cpu() -> dict:
 
 
 def _gpu() -> dict | None:
-    if not torch.cuda.is_available():
+    # the GPU as torch sees it, when torch is loaded: every process that measures, trains or exports has it,
+    # and one without it (the web server reads artefacts through this package) has no GPU work to record.
+    # Not imported here: the server must not load torch (~700 MB) to serve static files.
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
         return None
     props = torch.cuda.get_device_properties(0)
     info = {"name": props.name, "compute_capability": f"{props.major}.{props.minor}",

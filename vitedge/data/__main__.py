@@ -8,8 +8,13 @@ When the card finds the training split unlike the evaluation data (blurred, cont
 stretched, resampled, leaking into test ...) each warning is printed to stderr under a
 banner, and the stage still succeeds: a broken copy of FER-2013 once trained for weeks
 unnoticed, so this must be hard to miss, but a known quirk must not block work.
-`--strict` makes any warning an error instead: one `error:` line, status 2, only the card
-is written (not the splits). A dataset problem prints one `error:` line and exits with status 2.
+`--strict` makes any warning an error instead: one `error:` line, status 2, and the folder
+holds only the card (any earlier splits are removed: nothing there looks complete or loads).
+A dataset problem, an unreadable source or an unwritable --out prints one `error:` line and
+exits with status 2.
+
+The folder is written whole: everything goes to a temporary folder beside --out, which is renamed
+into place at the end, so a kill at any moment leaves the old folder or the new one, never a mix.
 """
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ import sys
 from pathlib import Path
 
 from vitedge.data import CLASSES, SPLITS, DatasetError, load_source, save_splits
+from vitedge.data.splits import check_data_folder
+from vitedge.io import atomic_path
 from vitedge.data.datacard import make_datacard, write_datacard
 
 BANNER = "!" * 100
@@ -40,22 +47,31 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     try:
+        check_data_folder(args.out)
         splits, report = load_source(
             args.source, seed=args.seed, per_class=args.per_class, val_fraction=args.val_fraction,
             progress=not args.no_progress,
         )
         card = make_datacard(splits, report)
         warnings = card["warnings"]
-        if args.strict and warnings:
-            _, md = write_datacard(args.out, card)  # the card only: the splits are not to be used
-            checks = "; ".join(w["message"] for w in warnings)
-            print(f"error: data card: {len(warnings)} warning(s) and --strict, splits not written: {checks} "
-                  f"(details: {md})", file=sys.stderr)
-            return 2
-        save_splits(args.out, splits, source=report)
-        _, md = write_datacard(args.out, card)
+        strict_fail = args.strict and bool(warnings)
+        with atomic_path(args.out, suffix=".tmp") as tmp:  # the whole folder, renamed into place at the end
+            tmp.mkdir()
+            if not strict_fail:  # --strict failing: the card only, the splits are not to be used
+                save_splits(tmp, splits, source=report)
+            write_datacard(tmp, card)
+        md = Path(args.out) / "datacard.md"
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # --out under a file, in /proc, on a full disk ...
+        print(f"error: cannot write {args.out}: {exc.strerror or exc}"
+              f"{f' ({exc.filename})' if getattr(exc, 'filename', None) else ''}", file=sys.stderr)
+        return 2
+    if strict_fail:
+        checks = "; ".join(w["message"] for w in warnings)
+        print(f"error: data card: {len(warnings)} warning(s) and --strict, splits not written: {checks} "
+              f"(details: {md})", file=sys.stderr)
         return 2
 
     width = max(len(c) for c in CLASSES)

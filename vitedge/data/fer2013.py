@@ -45,6 +45,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from vitedge.data.splits import CLASSES, SPLITS, DatasetError, Split
+from vitedge.defaults import MAX_IMAGE_PIXELS
 from vitedge.io import atomic_path, sha256_file
 from vitedge.preprocess import Preprocess, to_gray_uint8
 
@@ -53,6 +54,9 @@ log = logging.getLogger("vitedge.data")
 IMG_SIZE = 48  # FER-2013's native size; the cache keeps it, models resize on the fly
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
 MAX_IMAGE_BYTES = 32 << 20  # a face crop is a few KB; anything this big is not one (zip bomb guard)
+# ... and its header may still declare any size: a 280 KB 16-bit PNG of 12000x12000 decodes to 3.2 GB.
+# vitedge.infer's cap (vitedge.defaults), checked on the header before any pixel is decoded
+MAX_PIXELS = MAX_IMAGE_PIXELS
 MAX_SKIPPED_EXAMPLES = 5
 
 # Folder names for each split; test/ is special because FER's file prefixes divide it.
@@ -199,6 +203,13 @@ def _load_packed(path: Path, val_fraction: float, seed: int, progress: bool) -> 
 
 def _load_folder(path: Path, val_fraction: float, seed: int, progress: bool) -> tuple[dict[str, Split], dict]:
     names = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+    inside = path.resolve()
+    for name in names:
+        # a link out of the dataset folder would read any file this user can: refused, as the zip reader
+        # refuses entries that would escape the archive
+        if not (path / name).resolve().is_relative_to(inside):
+            raise DatasetError(f"{path}: {name!r} is a link to {(path / name).resolve()}, outside the dataset "
+                               "folder; refusing to read this folder")
     archives = [n for n in names if "/" not in n and n.lower().endswith((".zip", ".csv"))]
     if archives and not any(_is_image(tuple(n.split("/"))) for n in names):
         # e.g. the datasets folder that holds fer2013.zip was given instead of the zip
@@ -358,6 +369,8 @@ def _file_split(split_dir: str, filename: str) -> tuple[str | None, str]:
 def _decode(data: bytes) -> tuple[np.ndarray, str]:
     """Bytes of any PIL-readable image -> ((48, 48) uint8 grayscale, "WxH" as stored in the file)."""
     with Image.open(io.BytesIO(data)) as im:
+        if im.width * im.height > MAX_PIXELS:  # the header's size, before any decoding
+            raise ValueError(f"{im.width}x{im.height} pixels, over the {MAX_PIXELS:,} an image may have")
         im.load()  # Image.open is lazy: truncated files only fail when pixels are decoded
         gray = to_gray_uint8(im)
     size = f"{gray.shape[1]}x{gray.shape[0]}"
@@ -379,6 +392,17 @@ def _reason(exc: Exception) -> str:
 
 
 def _load_csv(path: Path, val_fraction: float, seed: int, progress: bool) -> tuple[dict[str, Split], dict]:
+    try:
+        return _read_csv(path, val_fraction, seed, progress)
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); fer2013.csv is ASCII") from None
+    except csv.Error as exc:  # a field over csv's 128 KB limit, a NUL byte ...: not a FER-2013 CSV
+        raise DatasetError(f"{path}: malformed CSV ({exc}); expected fer2013.csv (emotion,pixels,Usage)") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _read_csv(path: Path, val_fraction: float, seed: int, progress: bool) -> tuple[dict[str, Split], dict]:
     images: list[np.ndarray] = []
     labels: list[int] = []
     splits_of: list[str] = []

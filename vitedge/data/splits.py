@@ -14,9 +14,13 @@ import numpy as np
 
 from vitedge.io import atomic_path, read_json, write_json
 
+
 # Fixed class order: the original fer2013.csv emotion codes 0..6.
 CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+# what a data folder holds: `save_splits` and the data card write only these, and a folder holding
+# anything else is not replaced as a whole (it may be someone's own folder, given by mistake)
+DATA_FILES = frozenset({*(f"{s}.npz" for s in SPLITS), "manifest.json", "datacard.json", "datacard.md"})
 
 
 class DatasetError(ValueError):
@@ -52,8 +56,22 @@ class Split:
         return h.hexdigest()
 
 
+def check_data_folder(out_dir: str | Path) -> Path:
+    """`out_dir` as a data folder to replace: new, empty, or holding only what this stage writes."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DatasetError(f"--out {out_dir} is a file, not a folder")
+    other = sorted(p.name for p in out_dir.iterdir() if p.name not in DATA_FILES) if out_dir.is_dir() else []
+    if other:
+        raise DatasetError(f"--out {out_dir} holds other files ({', '.join(other[:3])}{' ...' if len(other) > 3 else ''}),"
+                           " which replacing it would delete: give a new or empty folder")
+    return out_dir
+
+
 def save_splits(out_dir: str | Path, splits: dict[str, Split], source: dict) -> dict:
-    """Write `<split>.npz` for each split and `manifest.json` (classes, counts, hashes, source)."""
+    """Write `<split>.npz` for each split and `manifest.json` (classes, counts, hashes, source) into
+    `out_dir`, which should be a fresh folder (`python -m vitedge.data` writes a temporary one and
+    renames it into place whole: a kill between two splits must not leave a mix that loads)."""
     out_dir = Path(out_dir)
     missing = [s for s in SPLITS if s not in splits]
     if missing:
@@ -79,22 +97,40 @@ def save_splits(out_dir: str | Path, splits: dict[str, Split], source: dict) -> 
 
 
 def load_splits(data_dir: str | Path, names: tuple[str, ...] = SPLITS) -> dict[str, Split]:
-    """Read splits written by `save_splits`, checking them against the manifest."""
+    """Read splits written by `save_splits`, checking them against the manifest: counts and content
+    hashes, so a split file from another dataset (or a half-replaced folder) does not load silently."""
     data_dir = Path(data_dir)
     manifest_path = data_dir / "manifest.json"
     if not manifest_path.is_file():
         raise DatasetError(f"no manifest.json in {data_dir}: run the data stage first (snakemake ... data)")
-    manifest = read_json(manifest_path)
-    if tuple(manifest["classes"]) != CLASSES:
-        raise DatasetError(f"{manifest_path}: class order {manifest['classes']} differs from {list(CLASSES)}")
+    try:
+        manifest = read_json(manifest_path)
+        classes, entries = manifest["classes"], manifest["splits"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise DatasetError(f"{manifest_path}: not a vitedge data manifest ({type(exc).__name__}: {exc}); "
+                           "rerun the data stage") from None
+    if not isinstance(classes, list) or tuple(classes) != CLASSES:
+        raise DatasetError(f"{manifest_path}: class order {classes} differs from {list(CLASSES)}")
     out = {}
     for name in names:
-        entry = manifest["splits"].get(name)
-        if entry is None:
+        entry = entries.get(name) if isinstance(entries, dict) else None
+        if not isinstance(entry, dict) or entry.get("file") != f"{name}.npz":
             raise DatasetError(f"{manifest_path}: no '{name}' split")
-        with np.load(data_dir / entry["file"], allow_pickle=False) as z:
-            sp = Split(z["images"], z["labels"], z["paths"].tolist())
-        if len(sp) != entry["count"]:
-            raise DatasetError(f"{data_dir / entry['file']}: {len(sp)} images, manifest says {entry['count']}")
-        out[name] = sp
+        out[name] = _load_split(data_dir / entry["file"], entry)
     return out
+
+
+def _load_split(path: Path, entry: dict) -> Split:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            sp = Split(z["images"], z["labels"], z["paths"].tolist())
+    except (OSError, ValueError, KeyError, EOFError) as exc:  # missing, truncated, not an npz of ours
+        raise DatasetError(f"{path}: cannot read this split ({type(exc).__name__}: {exc}); rerun the data stage") from None
+    if len(sp) and not 0 <= sp.labels.min() <= sp.labels.max() < len(CLASSES):
+        raise DatasetError(f"{path}: labels outside 0..{len(CLASSES) - 1}")
+    if len(sp) != entry.get("count"):
+        raise DatasetError(f"{path}: {len(sp)} images, manifest says {entry.get('count')}")
+    if sp.content_hash() != entry.get("sha256"):
+        raise DatasetError(f"{path}: its content does not match the manifest's checksum (a split of another "
+                           "dataset, or a folder changed by hand); rerun the data stage")
+    return sp

@@ -31,9 +31,9 @@ from vitedge.artefact import (
     read_meta,
 )
 from vitedge.bench import available_cores, measure
-from vitedge.checkpoints import FORMAT as CHECKPOINT_FILE_FORMAT
+from vitedge.checkpoints import read_checkpoint
 from vitedge.hosts import resolve_device
-from vitedge.io import file_size, load_torch
+from vitedge.io import file_size
 from vitedge.runtimes.base import REGISTRY, Runtime, register
 from vitedge.sysinfo import cpu_info
 
@@ -74,11 +74,9 @@ def available(device: str = "cpu") -> dict[str, str | None]:
 def _checkpoint_meta(path: Path) -> dict[str, Any]:
     """A meta.json-shaped description of a vitedge checkpoint (read without building the model)."""
     try:
-        ckpt = load_torch(path)
+        ckpt = read_checkpoint(path)  # config, preprocessing, classes and shapes checked: data from anywhere
     except (FileNotFoundError, ValueError) as exc:
-        raise ArtefactError(str(exc)) from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FILE_FORMAT:
-        raise ArtefactError(f"{path} is not a vitedge model checkpoint")
+        raise ArtefactError(str(exc)) from None
     cfg = ckpt["config"]
     return {"format": CHECKPOINT, "precision": "fp32", "file": path.name, "model_name": path.stem,
             "source_checkpoint": str(path), "source_sha256": "", "config": cfg, "preprocess": ckpt["preprocess"],

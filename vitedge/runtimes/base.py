@@ -118,6 +118,10 @@ class Runtime:
             raise ValueError(f"{self.name}.predict expects input of shape (N>=1, {', '.join(map(str, self.input_shape))}), "
                              f"got {tuple(x.shape)}")
         out = map_batches(self._predict, np.ascontiguousarray(x), self.max_batch or 0)
+        if out.ndim != 2 or out.shape != (len(x), len(self.classes)):
+            # meta.json's classes are checked against its declared output; this is the model's actual one
+            raise ArtefactError(f"{self.path}: the model returned logits of shape {tuple(out.shape)}, "
+                                f"but its {len(self.classes)} classes need ({len(x)}, {len(self.classes)})")
         return out.astype(np.float32, copy=False)
 
     def _predict(self, x: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from vitedge.artefact import RuntimeUnavailable
+from vitedge.artefact import ArtefactError, RuntimeUnavailable
 from vitedge.hosts import is_macos
 from vitedge.runtimes.base import Runtime, register
 
@@ -45,7 +45,9 @@ class CoreMLRuntime(Runtime):
         self.model = ct.models.MLModel(str(self.path / meta["file"]), compute_units=units)
         spec = self.model.get_spec()
         self.input_name = spec.description.input[0].name
-        self.output_name = meta["coreml"]["logits_output"]
+        self.output_name = (meta.get("coreml") or {}).get("logits_output")
+        if not isinstance(self.output_name, str):
+            raise ArtefactError(f"{self.path}: meta.json lacks 'coreml.logits_output' (the model's logits output)")
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
         # the model takes an 8-bit grayscale image and applies the normalisation itself (ImageType

@@ -8,12 +8,35 @@ every LiteRT artefact maps float32 faces to float32 logits like the other runtim
 """
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import os
+import sys
+from typing import Any, Iterator
 
 import numpy as np
 
 from vitedge.artefact import ArtefactError
 from vitedge.runtimes.base import Runtime, Toolchain, register
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 (C++ logging, which Python cannot filter) for the block: vitedge's CLIs
+    promise one line per problem on stderr, and an INFO line on every load is not one. Failures still
+    reach the caller as exceptions, which say what went wrong."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (an embedding host): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @register
@@ -34,9 +57,10 @@ class LiteRTRuntime(Runtime):
         # a batch-1 model makes only batch-1 calls: its measured batch-1 thread count serves all of them
         self.pool = self.bs1_threads if self.max_batch == 1 else threads
         try:
-            self.interpreter = Interpreter(model_path=str(self.path / meta["file"]), num_threads=self.pool or None,
-                                           experimental_op_resolver_type=resolver)
-            self.interpreter.allocate_tensors()
+            with _quiet_stderr():  # LiteRT's C++ logs "INFO: Created ... XNNPACK delegate" on fd 2 when it applies it
+                self.interpreter = Interpreter(model_path=str(self.path / meta["file"]),
+                                               num_threads=self.pool or None, experimental_op_resolver_type=resolver)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ArtefactError(f"LiteRT cannot load {self.path / meta['file']}: {exc}") from exc
         self.xnnpack = xnnpack

@@ -10,8 +10,9 @@ import torch._inductor.config as inductor_config
 # PT2E int8 programs hold quantized_decomposed ops: their library must be registered before loading one
 import torch.ao.quantization.fx._decomposed  # noqa: F401
 
-from vitedge.artefact import CHECKPOINT, PROGRAM, RuntimeUnavailable
+from vitedge.artefact import CHECKPOINT, PROGRAM, ArtefactError, RuntimeUnavailable
 from vitedge.checkpoints import load_model
+from vitedge.pt2 import check_archive
 from vitedge.runtimes.base import Runtime, register
 
 
@@ -47,8 +48,14 @@ class TorchRuntime(Runtime):
         self.module: Any
         if meta["format"] == CHECKPOINT:
             self.module = load_model(self.path)[0].to(device)
-        else:  # a saved torch.export program
-            self.module = torch.export.load(str(self.path / meta["file"])).module().to(device)
+        else:  # a saved torch.export program: checked first, torch.export.load would unpickle what it holds
+            program = self.path / meta["file"]
+            check_archive(program)
+            try:
+                self.module = torch.export.load(str(program)).module().to(device)
+            except Exception as exc:  # noqa: BLE001 - a broken archive fails in many ways inside torch
+                raise ArtefactError(f"cannot load the torch program {program}: {type(exc).__name__}: "
+                                    f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}") from exc
         if self.dtype != torch.float32:
             self.module = self.module.to(self.dtype)  # weights and activations in half / bfloat16
         if self.compiled:

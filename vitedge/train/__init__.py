@@ -44,7 +44,8 @@ from vitedge.batching import map_batches
 from vitedge.data import CLASSES, Split
 from vitedge.data.augment import BatchAugment, InMemoryBatches
 from vitedge.data.datasets import class_weights
-from vitedge.io import atomic_write_text, load_torch, save_torch
+from vitedge.io import atomic_write_text
+from vitedge.torch_io import load_torch, save_torch
 from vitedge.metrics import classification_metrics
 from vitedge.model import VisionTransformer
 from vitedge.preprocess import Preprocess

@@ -3,13 +3,17 @@
 Serves the webcam emotion demo (see vitedge/web/__init__.py) and prints its URL. A model that
 is not an ONNX artefact is refused with one line on stderr and exit code 3 (as vitedge.infer's
 "no model could run"); a port that cannot be bound: one line, exit code 2.
+
+A --host other than loopback serves the page to the network: a warning says so, and that other
+machines get no camera and no WebAssembly threads over plain http (browsers allow those in a
+secure context only: https, or localhost). The URL printed is one a browser here can open.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from vitedge.web.server import App, ModelError, check_vendored, make_server, resolve_model
+from vitedge.web.server import App, ModelError, check_vendored, is_loopback, make_server, page_url, resolve_model
 
 EXIT_OK, EXIT_SERVE_ERROR, EXIT_MODEL_ERROR = 0, 2, 3
 
@@ -47,9 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot serve on {args.host}:{args.port} ({exc.strerror or exc})", file=sys.stderr)
         return EXIT_SERVE_ERROR
     host, port = str(server.server_address[0]), server.server_address[1]
-    shown = f"[{host}]" if ":" in host else host
+    if not is_loopback(args.host):
+        print(f"warning: serving on {args.host}: anyone who can reach this machine can load the page and the model; "
+              "over plain http other machines get no camera and no WebAssembly threads (a secure context needs "
+              "https or localhost). Use --host 127.0.0.1 unless you mean it.", file=sys.stderr, flush=True)
     print(f"vitedge web: {meta.get('model_name', 'model')} ({meta['format']} {meta['precision']}, {art}) "
-          f"at http://{shown}:{port}/  (Ctrl-C to stop)", flush=True)
+          f"at {page_url(host, port)}  (Ctrl-C to stop)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

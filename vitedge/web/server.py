@@ -17,12 +17,19 @@ Routes:
     /detector/<name>.json     the Haar cascade as JSON
 
 Every response carries the cross-origin isolation headers (COOP same-origin, COEP
-require-corp) that WebAssembly threads (SharedArrayBuffer) need.
+require-corp) that WebAssembly threads (SharedArrayBuffer) need, and `nosniff`.
+
+Hostile clients: each connection has a socket timeout and at most MAX_CONNECTIONS are served at
+once (more are answered 503 and closed), so idle half-open connections cannot hold the server; a
+path that cannot name a file (a NUL byte, bad percent-encoding) is a 400. The served meta.json
+holds only what the page reads (no build machine, no absolute paths). This module does not import
+torch (nor `vitedge.infer`, which does): what the page mirrors of `infer` is in `vitedge.defaults`.
 """
 from __future__ import annotations
 
 import functools
 import http.server
+import ipaddress
 import json
 import posixpath
 import sys
@@ -34,7 +41,8 @@ from typing import Any
 
 import PIL
 
-from vitedge import infer
+from vitedge import defaults
+from vitedge.artefact import ArtefactError, read_meta
 from vitedge.faces import align, blazeface, draw, haar
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -43,12 +51,19 @@ ORT_WASM_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-si
 ORT_WEBGPU_FILES = ("ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm")
 CASCADE_NAME = haar.CASCADE_NAME
 DETECTOR_ROUTE = f"/detector/{blazeface.model_path().name}"
+# the meta.json fields the page reads, and those that describe the model: the rest (the build machine's
+# hostname, absolute source paths, library versions) is nobody's business on the network
+PAGE_META_KEYS = ("schema", "format", "precision", "file", "model_name", "config", "preprocess", "classes",
+                  "input", "output", "size_bytes")
+REQUEST_TIMEOUT_S = 10  # a connection idle this long is closed (slow or half-open clients)
+MAX_CONNECTIONS = 32  # served at once; the page opens a handful
 ONNX_PRECISION_ORDER = ("int8", "fp32", "fp16")  # in a folder of artefacts: the smallest that runs everywhere
 
 ISOLATION_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Embedder-Policy": "require-corp",
     "Cross-Origin-Resource-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
 }
 
 
@@ -63,7 +78,7 @@ def resolve_model(path: str | Path | None) -> tuple[Path, dict[str, Any]]:
     `path`: an ONNX artefact folder, its model.onnx or meta.json, or a model folder holding
     artefacts (the ONNX one is used; int8 first); None: the model shipped with vitedge."""
     if path is None:
-        shipped = infer.packaged_model()
+        shipped = defaults.packaged_model()
         if shipped is None:
             raise ModelError("no model given and none is shipped with this vitedge install: pass --model "
                              "ARTEFACT (an ONNX artefact folder, e.g. results/default/artefacts/student/onnx-int8)")
@@ -97,28 +112,28 @@ def resolve_model(path: str | Path | None) -> tuple[Path, dict[str, Any]]:
 
 
 def _read_artefact(path: Path) -> tuple[Path, dict[str, Any]]:
-    """An artefact folder (or its model file / meta.json) -> (folder, meta), checked much as
-    vitedge.artefact.read_meta checks it, but each failure is a ModelError saying what to pass instead."""
+    """An artefact folder (or its model file / meta.json) -> (folder, meta), checked by the artefact
+    contract (`vitedge.artefact.read_meta`: types, bounds, the model file inside the folder); each
+    failure is a ModelError saying what to pass instead."""
     art = path.parent if path.is_file() else path
-    meta_path = art / "meta.json"
-    if not meta_path.is_file():
+    if not (art / "meta.json").is_file():
         kind = "a file" if path.is_file() else "a folder"
         raise ModelError(f"{path}: not an ONNX artefact ({kind} without a meta.json beside it; export one with "
                          "`python -m vitedge.export --format onnx`)")
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{path}: cannot read {meta_path.name} ({exc})") from exc
-    required = ("format", "precision", "file", "preprocess", "classes", "input", "output")
-    if not isinstance(meta, dict) or any(k not in meta for k in required):
-        raise ModelError(f"{path}: not an ONNX artefact ({meta_path.name} is not a vitedge artefact's: it lacks "
-                         f"{', '.join(k for k in required if not isinstance(meta, dict) or k not in meta)})")
+        meta = read_meta(art)
+    except ArtefactError as exc:
+        raise ModelError(f"{path}: not a usable artefact: {exc}") from None
     if path.is_file() and path.name not in ("meta.json", meta["file"]):
         raise ModelError(f"{path}: not the artefact's model file ({meta['file']})")
-    model_file = art / str(meta["file"])
-    if meta["format"] == "onnx" and not model_file.is_file():
-        raise ModelError(f"{path}: the model file '{meta['file']}' named in meta.json is missing")
+    if meta["format"] == "onnx" and not (art / meta["file"]).is_file():
+        raise ModelError(f"{path}: the model file '{meta['file']}' named in meta.json is not a file")
     return art, meta
+
+
+def page_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """meta.json as served: the fields the page needs, without the build machine or its paths."""
+    return {k: meta[k] for k in PAGE_META_KEYS if k in meta}
 
 
 # --------------------------------------------------------------------------- the face detector
@@ -159,7 +174,7 @@ def cascade_json(path: str | Path | None = None) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- what the page is told
 def page_config(meta: dict[str, Any], margin: float | None = None, min_face: int | None = None) -> dict[str, Any]:
-    """vitedge.infer's settings, read from vitedge.infer and vitedge.faces themselves so the two cannot
+    """vitedge.infer's settings, read from vitedge.defaults (which infer reads) and vitedge.faces so the two cannot
     drift apart. `min_face` (--min-face) replaces both detectors' defaults, for photos and the camera."""
     bf = blazeface
     return {
@@ -170,20 +185,20 @@ def page_config(meta: dict[str, Any], margin: float | None = None, min_face: int
                   "one_face_per_call": ((meta.get("quantization") or {}).get("method") or {}).get("kind") == "dynamic"},
         "detector": {
             "name": "blazeface",  # the page's default, as vitedge.infer's; ?detector=haar for the cascade
-            "blazeface": {"model": DETECTOR_ROUTE[1:], "min_face": min_face or infer.MIN_FACE["blazeface"],
-                          "min_face_video": min_face or max(infer.MIN_FACE["blazeface"], infer.MIN_FACE_VIDEO),
+            "blazeface": {"model": DETECTOR_ROUTE[1:], "min_face": min_face or defaults.MIN_FACE["blazeface"],
+                          "min_face_video": min_face or max(defaults.MIN_FACE["blazeface"], defaults.MIN_FACE_VIDEO),
                           "input": bf.INPUT, "det_min": bf.DET_MIN, "tile_max": bf.TILE_MAX,
                           "level_ratio": bf.LEVEL_RATIO, "max_level_side": bf.MAX_LEVEL_SIDE,
                           "score_min": bf.SCORE_MIN, "nms_iou": bf.NMS_IOU},
             "haar": {"cascade": f"detector/{CASCADE_NAME}.json", "scale_factor": haar.SCALE_FACTOR,
-                     "min_neighbors": haar.MIN_NEIGHBORS, "min_face": min_face or infer.MIN_FACE["haar"],
-                     "min_face_video": min_face or max(infer.MIN_FACE["haar"], infer.MIN_FACE_VIDEO),
+                     "min_neighbors": haar.MIN_NEIGHBORS, "min_face": min_face or defaults.MIN_FACE["haar"],
+                     "min_face_video": min_face or max(defaults.MIN_FACE["haar"], defaults.MIN_FACE_VIDEO),
                      "max_side": haar.MAX_SIDE},
         },
         "margin": align.MARGIN if margin is None else margin,
         "level_above_deg": align.LEVEL_ABOVE_DEG,
         "colours": {**draw.COLOURS, "": draw.DEFAULT_COLOUR},  # vitedge.faces.draw's, "" for other classes
-        "top_k": infer.TOP_K,
+        "top_k": defaults.TOP_K,
         # Pillow >= 13 resizes vertically first when the height shrinks much more than the width
         # (static/imageops.mjs: resizePIL); the rounding differs, so the page follows this install
         "preprocess": {"pillow": PIL.__version__, "pil_vertical_first": int(PIL.__version__.split(".")[0]) >= 13},
@@ -200,6 +215,10 @@ def check_vendored() -> None:
 
 
 # --------------------------------------------------------------------------- the server
+class BadPath(ValueError):
+    """A request path that cannot name a file: answered 400."""
+
+
 class Handler(http.server.SimpleHTTPRequestHandler):
     """Static files from STATIC, plus the model, the detectors and the config; isolation headers on all."""
 
@@ -207,6 +226,7 @@ class Handler(http.server.SimpleHTTPRequestHandler):
                       ".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm",
                       ".onnx": "application/octet-stream", ".json": "application/json", ".css": "text/css",
                       ".html": "text/html; charset=utf-8", ".svg": "image/svg+xml"}
+    timeout = REQUEST_TIMEOUT_S  # socketserver sets it on the connection: a silent client is dropped
 
     def __init__(self, *args, app: "App", **kwargs):
         self.app = app
@@ -219,7 +239,14 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         super().end_headers()
 
     def _route(self) -> str:
-        return posixpath.normpath(urllib.parse.unquote(urllib.parse.urlsplit(self.path).path))
+        """The request's path, decoded and normalised; BadPath when it cannot name a file."""
+        try:
+            raw = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path, errors="strict")
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise BadPath(f"undecodable path ({exc})") from None
+        if "\0" in raw or "\\" in raw or any(ord(c) < 32 for c in raw):
+            raise BadPath("control character or backslash in the path")
+        return posixpath.normpath(raw)
 
     def do_GET(self) -> None:  # noqa: N802
         self._serve(body=True)
@@ -228,7 +255,12 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         self._serve(body=False)
 
     def _serve(self, body: bool) -> None:
-        generated = self.app.generated(self._route())
+        try:
+            route = self._route()
+        except BadPath as exc:
+            self.send_error(400, "Bad request", str(exc))
+            return
+        generated = self.app.generated(route)
         if generated is not None:
             data, ctype = generated
             self.send_response(200)
@@ -247,7 +279,7 @@ class Handler(http.server.SimpleHTTPRequestHandler):
                 f.close()
 
     def translate_path(self, path: str) -> str:
-        mapped = self.app.files.get(self._route())
+        mapped = self.app.files.get(self._route())  # _serve has checked the route
         return str(mapped) if mapped is not None else super().translate_path(path)
 
     def list_directory(self, path):  # no directory listings
@@ -266,14 +298,18 @@ class App:
                  verbose: bool = False):
         self.art, self.meta, self.verbose = art, meta, verbose
         self.config = page_config(meta, margin, min_face)
-        self.files = {"/model/meta.json": art / "meta.json", f"/model/{meta['file']}": art / meta["file"],
-                      DETECTOR_ROUTE: blazeface.model_path()}
+        # the model file and the detector (meta.json is served stripped, from `generated`); read_meta
+        # confined the model file to `art`
+        self.files = {f"/model/{meta['file']}": art / meta["file"], DETECTOR_ROUTE: blazeface.model_path()}
+        self.page_meta = json.dumps(page_meta(meta)).encode()
         self._lock = threading.Lock()
         self._cascade: bytes | None = None
 
     def generated(self, route: str) -> tuple[bytes, str] | None:
         if route == "/config.json":
             return json.dumps(self.config).encode(), "application/json"
+        if route == "/model/meta.json":
+            return self.page_meta, "application/json"
         if route == f"/detector/{CASCADE_NAME}.json":
             with self._lock:
                 if self._cascade is None:
@@ -283,13 +319,56 @@ class App:
 
 
 class Server(http.server.ThreadingHTTPServer):
+    """One thread per connection, at most MAX_CONNECTIONS at once: a flood of idle connections gets
+    503s instead of a thread each (and each held one times out after REQUEST_TIMEOUT_S)."""
+
     daemon_threads = True
+    request_queue_size = 64
+
+    def __init__(self, *args: Any, max_connections: int = MAX_CONNECTIONS, **kwargs: Any):
+        self.slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address) -> None:
+        if not self.slots.acquire(blocking=False):
+            try:
+                request.settimeout(1)
+                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
+                                b"Connection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
     def handle_error(self, request, client_address) -> None:
-        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
-            return  # the browser dropped a request (a reload, a cancelled fetch): nothing to report
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError, TimeoutError)):
+            return  # the browser dropped a request (a reload, a cancelled fetch), or went silent: nothing to report
         super().handle_error(request, client_address)
 
 
-def make_server(app: App, host: str = "127.0.0.1", port: int = 8000) -> Server:
-    return Server((host, port), functools.partial(Handler, app=app))
+def make_server(app: App, host: str = "127.0.0.1", port: int = 8000,
+                max_connections: int = MAX_CONNECTIONS) -> Server:
+    return Server((host, port), functools.partial(Handler, app=app), max_connections=max_connections)
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def page_url(host: str, port: int) -> str:
+    """The URL to open. A wildcard bind (0.0.0.0, ::) is no address to browse to, and browsers treat only
+    localhost (or HTTPS) as a secure context, which the camera and WebAssembly threads need: this machine's
+    loopback it is."""
+    if host in ("0.0.0.0", "", "::"):
+        host = "127.0.0.1" if host != "::" else "::1"
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
