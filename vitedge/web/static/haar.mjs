@@ -255,7 +255,7 @@ function clip(rects, W, H) {
 }
 
 /**
- * vitedge.infer.detect_faces: frontal faces in a gray image as [x, y, w, h], largest first.
+ * vitedge.faces.haar.detect_gray: frontal faces in a gray image as [x, y, w, h], largest first.
  * Detection runs on a copy no larger than maxSide (INTER_AREA), histogram-equalised; boxes are
  * scaled back with Python's rounding.
  */
