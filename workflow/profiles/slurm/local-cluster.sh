@@ -2,8 +2,9 @@
 # A one-node SLURM cluster on this machine, from Debian's packages, to try (and test) the SLURM profile:
 #
 #   workflow/profiles/slurm/local-cluster.sh start     # munge, mariadb + slurmdbd (sacct), slurmctld, slurmd
-#   eval "$(workflow/profiles/slurm/local-cluster.sh env)"   # SLURM_CONF for sinfo/sbatch/sacct and snakemake
-#   snakemake --workflow-profile workflow/profiles/slurm all --configfile workflow/profiles/slurm/local.yaml
+#   eval "$(workflow/profiles/slurm/local-cluster.sh env)"   # sinfo, sbatch, sacct ... of this cluster on PATH
+#   python workflow/profiles/slurm/fit.py /tmp/slurm-2cpu   # the profile, per-job CPUs/memory capped to the node
+#   snakemake all --workflow-profile /tmp/slurm-2cpu
 #   workflow/profiles/slurm/local-cluster.sh status
 #   workflow/profiles/slurm/local-cluster.sh stop      # stops the daemons and removes the state folder
 #
@@ -102,6 +103,8 @@ AccountingStoragePort=$((PORT + 2))
 # the munge socket for talking to slurmdbd (sacct, sacctmgr, slurmctld): this cluster's own munged
 AccountingStoragePass=$MUNGE_SOCKET
 AccountingStorageTRES=gres/gpu
+# the plugin names each job after the run and puts the rule in its comment: keep it for sacct
+AccountingStoreFlags=job_comment
 JobCompType=jobcomp/none
 MinJobAge=300
 KillWait=10
@@ -141,6 +144,17 @@ StoragePass=slurm
 StorageLoc=slurm_acct_db
 EOF
   chmod 600 "$HOME_DIR/etc/slurmdbd.conf"
+  # The client commands, bound to this cluster's config. SLURM_CONF alone is not enough: the executor
+  # plugin's job step (snakemake-executor-plugin-slurm-jobstep 0.6) drops every SLURM_* variable but
+  # the job's identity before its nested `srun`, which then looks for /etc/slurm/slurm.conf. Jobs
+  # inherit PATH (sbatch --export=ALL), so the srun on PATH inside a job is this wrapper.
+  mkdir -p "$HOME_DIR/bin"
+  local c
+  for c in sinfo squeue sbatch srun scancel scontrol sacct sacctmgr salloc sstat; do
+    printf '#!/bin/sh\n# %s for the cluster of workflow/profiles/slurm/local-cluster.sh\nSLURM_CONF=%q exec %q "$@"\n' \
+      "$c" "$CONF" "$(PATH=${PATH#"$HOME_DIR/bin:"} command -v "$c")" >"$HOME_DIR/bin/$c"
+    chmod +x "$HOME_DIR/bin/$c"
+  done
 }
 
 start_munge() {
@@ -214,7 +228,7 @@ cmd_start() {
   start_slurmdbd
   start_slurm
   say "up: $CLUSTER on $NODE ($(nproc) CPUs; partitions cpu, gpu), state in $HOME_DIR"
-  say "use it with: export SLURM_CONF=$CONF"
+  say "use it with: eval \"\$($0 env)\""
 }
 
 stop_pidfile() {  # stop_pidfile NAME: TERM the daemon, KILL it after 30 s
@@ -258,7 +272,6 @@ cmd_status() {
   done
   if ((up == 5)); then
     SLURM_CONF=$CONF sinfo -o "%P %a %D %t %c %m %G"
-    echo "export SLURM_CONF=$CONF"
     return 0
   fi
   return 1
@@ -269,6 +282,6 @@ case ${1:-} in
   stop) shift; cmd_stop "$@" ;;
   restart) shift; cmd_stop --keep; cmd_start "$@" ;;
   status) cmd_status ;;
-  env) echo "export SLURM_CONF=$CONF" ;;
+  env) echo "export SLURM_CONF=$CONF PATH=$HOME_DIR/bin:\${PATH#$HOME_DIR/bin:}" ;;
   *) echo "usage: $0 start [--install] | stop [--keep] | restart | status | env" >&2; exit 2 ;;
 esac
