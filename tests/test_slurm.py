@@ -164,7 +164,7 @@ def resume_config() -> dict:
     """Data and the teacher only, its fine-tuning long enough (epochs of seconds) to cancel mid-run."""
     cfg = tiny_config()
     cfg["run"] = "resume"
-    cfg["data"].update(per_class=60)
+    cfg["data"].update(per_class=100)
     cfg["finetune"].update(epochs=4, max_steps_per_epoch=0, batch_size=8, threads=1)
     return cfg
 
