@@ -95,8 +95,9 @@ def workdir(tmp_path: Path, cfg: dict) -> Path:
 
 
 def snakemake(wd: Path, *args: str, timeout: int = 1500, popen: bool = False):
+    # the plugin's first status query 5 s after a submission, not 40: the tiny config's jobs take seconds
     cmd = [sys.executable, "-m", "snakemake", *args, "--workflow-profile", "profile", "--configfile", "cfg.yaml",
-           "--slurm-keep-successful-logs"]
+           "--slurm-keep-successful-logs", "--slurm-init-seconds-before-status-checks", "5"]
     if popen:
         return subprocess.Popen(cmd, cwd=wd, env=slurm_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
