@@ -208,8 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     text = first + report(args.workdir.resolve(), local)
     print(text, end="")
     if args.md:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from vitedge.sysinfo import describe
+
         args.md.parent.mkdir(parents=True, exist_ok=True)
-        args.md.write_text(text)
+        args.md.write_text(f"{text}\nMeasured on: {describe()}\n")
     return 0
 
 

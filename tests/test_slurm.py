@@ -13,7 +13,8 @@ retries as the profile has them):
   checkpoint to the same final weights as an uninterrupted run;
 - a failing job's log is shown by Snakemake.
 
-Each test is one workflow run of its own (pytest-xdist may run them side by side; SLURM queues
+Two quick checks need no cluster: the profile sizes every rule that takes `workflow.cores`, and
+fit.py caps CPUs and memory and changes nothing else. Each SLURM test is one workflow run of its own (pytest-xdist may run them side by side; SLURM queues
 their jobs on the same node).
 """
 from __future__ import annotations
@@ -32,7 +33,6 @@ import yaml
 
 from test_workflow import copy_workflow, planned_jobs, tiny_config
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "workflow" / "profiles" / "slurm"
@@ -119,7 +119,38 @@ def rule_of(row: dict[str, str]) -> str:
     return m[1]
 
 
+# ------------------------------------------------------------------------------------------------ no cluster
+def test_profile_sizes_every_rule_that_takes_the_whole_machine():
+    """A rule with `threads: workflow.cores` not in set-threads would ask SLURM for `cores` CPUs."""
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    whole = set()
+    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
+        for block in re.split(r"^(?=rule \w+:)", smk.read_text(), flags=re.M):
+            m = re.match(r"rule (\w+):", block)
+            if m and re.search(r"^\s+threads: workflow\.cores\b", block, re.M):
+                whole.add(m[1])
+    assert {"pretrain", "finetune", "distill", "validate"} <= whole
+    assert whole <= set(profile["set-threads"]), whole - set(profile["set-threads"])
+    assert profile["cores"] >= max(profile["set-threads"].values())
+
+
+def test_fit_caps_cpus_and_memory_and_keeps_the_rest(tmp_path):
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    subprocess.run([sys.executable, str(PROFILE / "fit.py"), str(tmp_path), "--cpus", "2", "--mem-mb", "12000"],
+                   check=True, capture_output=True, timeout=60)
+    fitted = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert fitted["set-threads"] == {rule: min(n, 2) for rule, n in profile["set-threads"].items()}
+    for rule, res in profile["set-resources"].items():
+        assert fitted["set-resources"][rule] == {**res, **({"mem_mb": min(res["mem_mb"], 12000)} if "mem_mb" in res
+                                                           else {})}
+    assert fitted["default-resources"]["mem_mb"] == min(profile["default-resources"]["mem_mb"], 12000)
+    rest = {k for k in profile if k not in ("set-threads", "set-resources", "default-resources")}
+    assert {k: fitted[k] for k in rest} == {k: profile[k] for k in rest}
+
+
 # ------------------------------------------------------------------------------------------------ e2e
+@pytest.mark.slurm
+@pytest.mark.slow
 def test_tiny_config_end_to_end_every_rule_a_slurm_job(tmp_path, cluster):
     wd = workdir(tmp_path, tiny_config())
     profile = yaml.safe_load((wd / "profile" / "config.yaml").read_text())
@@ -173,6 +204,8 @@ def resume_config() -> dict:
 TEACHER = "results/resume/models/teacher.pt"
 
 
+@pytest.mark.slurm
+@pytest.mark.slow
 def test_cancelled_training_job_is_retried_and_resumes_to_the_same_weights(tmp_path, cluster):
     from vitedge.io import load_torch
 
@@ -196,7 +229,7 @@ def test_cancelled_training_job_is_retried_and_resumes_to_the_same_weights(tmp_p
                     break
             time.sleep(0.2)
         assert cancelled, "the finetune job was not seen running after its first epoch"
-        log, _ = proc.communicate(timeout=900)
+        log, _ = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -227,6 +260,8 @@ def test_cancelled_training_job_is_retried_and_resumes_to_the_same_weights(tmp_p
 
 
 # ------------------------------------------------------------------------------------------------ failure
+@pytest.mark.slurm
+@pytest.mark.slow
 def test_failing_job_shows_its_log(tmp_path, cluster):
     cfg = tiny_config()
     cfg["run"] = "broken"
