@@ -68,7 +68,8 @@ def why_no_cluster() -> str | None:
             subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30, check=True)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
             what = "SLURM controller" if cmd[0] == "sinfo" else "SLURM accounting (sacct, slurmdbd)"
-            return f"{what} unreachable: {' '.join(cmd)}: {(getattr(e, 'stderr', '') or str(e)).strip()[-300:]}"
+            last = ((getattr(e, "stderr", "") or str(e)).strip().splitlines() or [""])[-1][-200:]
+            return f"{what} unreachable ({cmd[0]}: {last}); workflow/profiles/slurm/local-cluster.sh start runs one"
     import importlib.util
 
     if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
