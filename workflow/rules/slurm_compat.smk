@@ -1,7 +1,8 @@
 # A workaround in the SLURM executor plugin, active only where Snakemake runs it (--executor slurm).
 #
-# snakemake-executor-plugin-slurm (2.8.0, the newest) compares sacct's job state with its list of
-# failures as a whole string, but sacct writes a cancelled job's state as "CANCELLED by <uid>": a job
+# snakemake-executor-plugin-slurm (2.6.1, vitedge[slurm]'s, and 2.8.0, the newest) compares sacct's job
+# state with its list of failures as a whole string, but sacct writes a cancelled job's state as
+# "CANCELLED by <uid>": a job
 # cancelled with `scancel` (by its user, an admin, or a site's preemption policy) is taken for one
 # still running, and Snakemake waits for it for ever instead of retrying it (`retries` in the profile;
 # training then resumes from its checkpoint). Measured on the local cluster (tests/test_slurm.py):
