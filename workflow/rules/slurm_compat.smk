@@ -4,8 +4,9 @@
 # state with its list of failures as a whole string, but sacct writes a cancelled job's state as
 # "CANCELLED by <uid>": a job cancelled with `scancel` (by its user, an admin, or a site's preemption
 # policy) is taken for one still running, and Snakemake waits for it for ever instead of retrying it
-# (`retries` in the profile; training then resumes from its checkpoint). Measured on the local cluster (tests/test_slurm.py):
-# no retry in the minutes after the cancel, until Snakemake was stopped. This keeps the first word.
+# (`retries` in the profile; training then resumes from its checkpoint). Seen on the local cluster
+# (tests/test_slurm.py, plugin 2.8.0): no retry in the minutes after the cancel, until Snakemake was
+# stopped. This keeps the state's first word.
 import sys as _sys
 
 _slurm_plugin = _sys.modules.get("snakemake_executor_plugin_slurm")
