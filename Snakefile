@@ -20,6 +20,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/compress.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/validate.smk"
+include: "workflow/rules/slurm_compat.smk"  # a fix for the SLURM executor plugin, where it runs
 
 
 rule all:
