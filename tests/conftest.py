@@ -36,3 +36,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    """A one-block vit-micro-48 checkpoint with random weights: enough for commands that need a model."""
+    from vitedge.checkpoints import save_model
+    from vitedge.data import CLASSES
+    from vitedge.model import create_model
+    from vitedge.preprocess import Preprocess
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_model(path, create_model("vit-micro-48", depth=1), Preprocess(), list(CLASSES))
+    return path

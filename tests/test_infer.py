@@ -16,10 +16,8 @@ import torch
 from PIL import Image
 
 from vitedge import artefact, infer
-from vitedge.checkpoints import save_model
 from vitedge.data import CLASSES
 from vitedge.export import common
-from vitedge.model import create_model
 from vitedge.preprocess import Preprocess
 
 torch.set_num_threads(1)
@@ -28,11 +26,8 @@ FACE = (170, 50, 280, 175)
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_model(path, create_model("vit-micro-48", depth=1), Preprocess(), list(CLASSES))
-    return path
+def ckpt(tiny_ckpt):
+    return tiny_ckpt
 
 
 @pytest.fixture(scope="module")

@@ -12,21 +12,15 @@ import pytest
 import torch
 
 from vitedge import infer, video
-from vitedge.checkpoints import save_model
 from vitedge.data import CLASSES
-from vitedge.model import create_model
-from vitedge.preprocess import Preprocess
 
 torch.set_num_threads(1)
 FRAMES = 40
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_model(path, create_model("vit-micro-48", depth=1), Preprocess(), list(CLASSES))
-    return path
+def ckpt(tiny_ckpt):
+    return tiny_ckpt
 
 
 def _write_clip(path: Path, frames: int = FRAMES, fourcc: str = "MJPG", faces: int = 1) -> Path:
