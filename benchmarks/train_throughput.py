@@ -2,6 +2,11 @@
 
     python benchmarks/train_throughput.py [--presets hybrid-micro-48 cnn-small-48 ...] [--batch 128]
         [--steps 12] [--threads 2] [--augment strong] [--md reports/train_throughput.md]
+    python benchmarks/train_throughput.py --levers --presets cnn-small-48 hybrid-tiny-48   # CPU training levers
+
+`--levers`: the model-only step of each preset as it trains today (eager, NCHW) against
+`channels_last` memory format and `torch.compile` (Inductor, CPU), alone and together; compile time is
+reported apart from the steady rate.
 
 "model-only" is forward + backward + AdamW on one batch already in memory as a float tensor;
 "full loop" is what `vitedge.train.run_loop` does per step: take the next batch of the uint8
@@ -84,6 +89,57 @@ def measure(preset: str, batch: int, steps: int, augment: str, train_split) -> d
             "full_loop": full, "ratio": full / ref}
 
 
+LEVERS = [("eager", False, False), ("channels_last", True, False), ("torch.compile", False, True),
+          ("channels_last + compile", True, True)]
+
+
+def measure_levers(preset: str, batch: int, steps: int, augment: str, train_split) -> list[dict]:
+    """Model-only img/s of one preset per lever (same weights, batch and augmented images)."""
+    pre = Preprocess(img_size=48)
+    batches = InMemoryBatches(train_split, pre, batch, seed=0)
+    x0 = BatchAugment(pre, augment)(batches.images[:batch], torch.Generator().manual_seed(0))
+    y0 = batches.labels[:batch]
+    rows = []
+    for name, channels_last, compiled in LEVERS:
+        torch.manual_seed(0)
+        model = create_model(preset, **({"distilled": True} if preset.startswith(("vit-", "hybrid-")) else {})).train()
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        model = model.to(memory_format=fmt)
+        x = x0.contiguous(memory_format=fmt)
+        opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-3)
+        forward = torch.compile(model) if compiled else model
+
+        def step(x: torch.Tensor, y: torch.Tensor) -> None:
+            out = forward(x)
+            out = out if isinstance(out, tuple) else (out,)
+            loss = sum(F.cross_entropy(o, y) for o in out)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        t0 = time.perf_counter()
+        step(x, y0)  # the first step compiles
+        first = time.perf_counter() - t0
+
+        def forever():
+            while True:
+                yield x, y0
+
+        rate = images_per_second(step, forever(), steps)
+        rows.append({"preset": preset, "lever": name, "img_s": rate, "first_step_s": first})
+        print(f"{preset:>16} {name:>24}: {rate:7.1f} img/s (first step {first:.1f} s)", flush=True)
+    return rows
+
+
+def lever_lines(rows: list[dict], args: argparse.Namespace) -> list[str]:
+    base = {r["preset"]: r["img_s"] for r in rows if r["lever"] == "eager"}
+    return [f"Training levers, model-only step (fp32, batch {args.batch}, {args.threads} threads, {args.steps} timed "
+            f"steps) on {describe(machine_info())}", "",
+            "| preset | lever | img/s | vs eager | first step s (compile) |", "|---|---|---:|---:|---:|",
+            *[f"| {r['preset']} | {r['lever']} | {r['img_s']:.1f} | {r['img_s'] / base[r['preset']]:.2f}x | "
+              f"{r['first_step_s']:.1f} |" for r in rows]]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--presets", nargs="+", default=DEFAULT_PRESETS)
@@ -92,11 +148,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--augment", default="strong", choices=["none", "light", "strong"])
     p.add_argument("--md", type=Path, help="also write the table here (Markdown)")
+    p.add_argument("--levers", action="store_true", help="channels_last and torch.compile against eager")
     args = p.parse_args(argv)
     args.threads = min(args.threads, os.cpu_count() or 1)  # snakemake may grant more threads than cores
     torch.set_num_threads(args.threads)
     train = make_synthetic(per_class=max(64, args.batch * 3 // 7 + 8), seed=0)["train"]
 
+    if args.levers:
+        lines = lever_lines([r for preset in args.presets
+                             for r in measure_levers(preset, args.batch, args.steps, args.augment, train)], args)
+        print("\n".join(lines))
+        if args.md:
+            from vitedge.io import atomic_write_text
+
+            atomic_write_text(args.md, "\n".join(lines) + "\n")
+        return 0
     rows = []
     for preset in args.presets:
         r = measure(preset, args.batch, args.steps, args.augment, train)

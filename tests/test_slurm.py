@@ -208,7 +208,7 @@ TEACHER = "results/resume/models/teacher.pt"
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_cancelled_training_job_is_retried_and_resumes_to_the_same_weights(tmp_path, cluster):
-    from vitedge.io import load_torch
+    from vitedge.torch_io import load_torch
 
     (tmp_path / "slurm").mkdir()
     wd = workdir(tmp_path / "slurm", resume_config())
