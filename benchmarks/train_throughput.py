@@ -52,20 +52,25 @@ def images_per_second(step, batches, steps: int, warmup: int = 3) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def train_step(forward, opt: torch.optim.Optimizer):
+    """One supervised step: cross-entropy on every head the model returns, then AdamW."""
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        out = forward(x)
+        out = out if isinstance(out, tuple) else (out,)
+        loss = sum(F.cross_entropy(o, y) for o in out)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
 def measure(preset: str, batch: int, steps: int, augment: str, train_split) -> dict:
     torch.manual_seed(0)
     model = create_model(preset, **({"distilled": True} if preset.startswith(("vit-", "hybrid-")) else {})).train()
     opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-3)
     pre = Preprocess(img_size=model.cfg.img_size)
 
-    def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        out = model(x)
-        out = out if isinstance(out, tuple) else (out,)
-        loss = sum(F.cross_entropy(o, y) for o in out)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
+    step = train_step(model, opt)
     batches = InMemoryBatches(train_split, pre, batch, seed=0)
     aug, g = BatchAugment(pre, augment), torch.Generator().manual_seed(0)
     fixed = (aug(batches.images[:batch], g), batches.labels[:batch])
@@ -107,15 +112,7 @@ def measure_levers(preset: str, batch: int, steps: int, augment: str, train_spli
         model = model.to(memory_format=fmt)
         x = x0.contiguous(memory_format=fmt)
         opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-3)
-        forward = torch.compile(model) if compiled else model
-
-        def step(x: torch.Tensor, y: torch.Tensor) -> None:
-            out = forward(x)
-            out = out if isinstance(out, tuple) else (out,)
-            loss = sum(F.cross_entropy(o, y) for o in out)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        step = train_step(torch.compile(model) if compiled else model, opt)
 
         t0 = time.perf_counter()
         step(x, y0)  # the first step compiles
