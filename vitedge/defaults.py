@@ -12,6 +12,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+# infer's exit codes, photos and videos alike (its --help and the README say what each means)
+EXIT_OK, EXIT_NO_FACE, EXIT_INPUT_ERROR, EXIT_MODEL_ERROR = 0, 1, 2, 3
 MIN_FACE = {"blazeface": 20, "haar": 40}  # smallest face each detector is asked for in a photo, pixels
 # a 640x480 frame searched down to 40-px faces is one 256 view for BlazeFace (20 px needs five;
 # benchmarks/video.py)

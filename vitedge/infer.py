@@ -30,7 +30,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vitedge import runtimes, video
 from vitedge.bench import Stopwatch
-from vitedge.defaults import MAX_IMAGE_PIXELS, MIN_FACE, MIN_FACE_VIDEO, TOP_K, packaged_model
+from vitedge.defaults import (EXIT_INPUT_ERROR, EXIT_MODEL_ERROR, EXIT_NO_FACE, EXIT_OK, MAX_IMAGE_PIXELS, MIN_FACE,
+                              MIN_FACE_VIDEO, TOP_K, packaged_model)
 from vitedge.faces import Detector, DetectorUnavailable, Face, detectors, load_detector
 from vitedge.faces.align import LEVEL_ABOVE_DEG, MARGIN, face_crop
 from vitedge.faces.draw import Label, draw_labels
@@ -38,7 +39,6 @@ from vitedge.io import atomic_path
 from vitedge.metrics import softmax
 from vitedge.preprocess import Preprocess, to_gray_uint8, to_rgb_uint8
 
-EXIT_OK, EXIT_NO_FACE, EXIT_INPUT_ERROR, EXIT_MODEL_ERROR = 0, 1, 2, 3
 EPILOG = """exit codes:
   0  every input was read and at least one face was found
   1  every input was read but no face was found in any of them

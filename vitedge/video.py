@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from vitedge.defaults import EXIT_INPUT_ERROR, EXIT_NO_FACE, EXIT_OK  # noqa: E402
 from vitedge.faces import Detector, Face  # noqa: E402
 from vitedge.faces.align import face_crop  # noqa: E402
 from vitedge.faces.draw import Label, draw_labels  # noqa: E402
@@ -42,7 +43,6 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
                   ".y4m")
 WRITERS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}  # FourCCs the wheel writes
 CAMERA_FPS = 30.0  # when a camera does not say
-EXIT_OK, EXIT_NO_FACE, EXIT_INPUT_ERROR, EXIT_MODEL_ERROR = 0, 1, 2, 3
 
 
 class VideoError(Exception):

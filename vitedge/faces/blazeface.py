@@ -19,6 +19,7 @@ the same levels, tiles, resize (Pillow's bilinear), float rounding and NMS give 
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from importlib import resources
@@ -46,15 +47,18 @@ def model_path() -> Path:
     return Path(str(resources.files("vitedge") / "assets" / "detector" / "blazeface-back-256.onnx"))
 
 
+@functools.cache  # decode() needs them for every tile of every frame
 def anchors() -> np.ndarray:
-    """(896, 2) anchor centres in input pixels, in the model's output order (y, x, anchor)."""
+    """(896, 2) anchor centres in input pixels, in the model's output order (y, x, anchor); read-only."""
     out = []
     for cells, per_cell in ((16, 2), (8, 6)):
         stride = INPUT / cells
         for y in range(cells):
             for x in range(cells):
                 out += [((x + 0.5) * stride, (y + 0.5) * stride)] * per_cell
-    return np.array(out, dtype=np.float64)
+    centres = np.array(out, dtype=np.float64)
+    centres.flags.writeable = False
+    return centres
 
 
 def round_half_up(x: float) -> int:
