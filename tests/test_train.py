@@ -121,6 +121,26 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, synthetic
     assert len(result["history"]) == 3
 
 
+def test_channels_last_trains_the_same_weights_and_saves_a_loadable_checkpoint(tmp_path, synthetic_splits):
+    """NHWC is a layout, not a different model: after two steps the CNN computes what the NCHW one does."""
+    train, val = synthetic_splits["train"], synthetic_splits["val"]
+    runs, hist = {}, {}
+    for layout in (False, True):
+        cfg = TrainConfig(epochs=1, batch_size=32, max_steps_per_epoch=2, class_balance="none", channels_last=layout)
+        torch.manual_seed(0)
+        model = create_model("cnn-small-48")
+        hist[layout] = fit(model, train, val, PRE, cfg, tmp_path / str(layout), criterion=SupervisedLoss())["history"]
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last) == layout
+        runs[layout] = model
+    # Adam turns float noise in near-zero gradients into steps of ~lr, so compare what the nets compute
+    x = torch.from_numpy(PRE(val.images[:16]))
+    torch.testing.assert_close(runs[True].eval()(x), runs[False].eval()(x), atol=2e-3, rtol=1e-3)
+    assert [h["train_loss"] for h in hist[True]] == pytest.approx([h["train_loss"] for h in hist[False]], abs=1e-3)
+    reloaded, _ = checkpoints.load_model(tmp_path / "True" / "best.pt")
+    torch.testing.assert_close(reloaded(x), runs[True].eval()(x), atol=1e-4, rtol=1e-4)
+
+
 def test_resume_with_other_options_starts_afresh(tmp_path, synthetic_splits, caplog):
     train, val = synthetic_splits["train"], synthetic_splits["val"]
     cfg = TrainConfig(epochs=1, batch_size=32, max_steps_per_epoch=2)
