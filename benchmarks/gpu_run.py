@@ -133,6 +133,14 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
     p.add_argument("--max-epochs", type=int, default=300, help="no stage runs more epochs than this")
     p.add_argument("--probe-steps", type=int, default=20, help="steps per probe epoch (two epochs per candidate)")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--teacher", type=Path,
+                   help="a trained teacher checkpoint (e.g. a previous run's teacher.pt, carried in .carry/): "
+                        "no teacher stage, all the training time goes to the student")
+    p.add_argument("--student-init", type=Path,
+                   help="start the student from these weights (e.g. the shipped vitedge/assets/model/student.pt): "
+                        "a further cycle of distillation from a stronger teacher instead of a start from scratch")
+    p.add_argument("--student-lr", type=float, default=0.002, help="the student's peak lr for a batch of 256")
+    p.add_argument("--student-batch", type=int, help="the student's batch (default --batch-size); the lr scales with it")
     p.add_argument("--holdout", type=float, default=0.05,
                    help="fraction of each class carved out of Training for selection (val) and again for the check (test)")
     p.add_argument("--seed", type=int, default=0)
@@ -199,7 +207,10 @@ def teacher_config(args: Namespace, epochs: int, steps: int = 0) -> TrainConfig:
 
 def student_config(args: Namespace, epochs: int, teacher_sha: str) -> DistillConfig:
     """fer2013-gpu.yaml's distillation: hard, alpha 0.5, peak 2e-3 at batch 256, 10 warm-up epochs."""
-    return DistillConfig(epochs=epochs, batch_size=args.batch_size, lr=0.002, warmup_epochs=2 if args.smoke else 10,
+    # a continued student warms up for 3 epochs (epochs 1-2, the timed ones, must stay inside the warm-up)
+    warmup = 2 if args.smoke else 3 if args.student_init else 10
+    return DistillConfig(epochs=epochs, batch_size=args.student_batch or args.batch_size, lr=args.student_lr,
+                         warmup_epochs=warmup,
                          label_smoothing=0.1, class_balance="none", augment="strong", seed=args.seed,
                          deterministic=False, max_steps_per_epoch=2 if args.smoke else 0, eval_batch_size=1024,
                          state_every=50, distillation_type="hard", alpha=0.5, teacher_sha256=teacher_sha)
@@ -279,10 +290,10 @@ def timed_stage(run, deadline: float, args: Namespace, name: str) -> tuple[dict,
 
 
 def finish(out: Path, stage: str, spec: dict, cfg: TrainConfig, result: dict, splits: dict[str, Split],
-           pre: Preprocess, extra: dict, teacher: Path | None = None) -> None:
+           pre: Preprocess, extra: dict, teacher: Path | None = None, init: Path | None = None) -> None:
     """The workflow's own stage summary (`vitedge.cli.finish_stage`: best checkpoint to `out`, <out>.json), plus
     how this run planned its time and where it ran."""
-    args = Namespace(out=out, stage=stage, model_spec=spec, stage_config=cfg, init=None,
+    args = Namespace(out=out, stage=stage, model_spec=spec, stage_config=cfg, init=str(init) if init else None,
                      teacher=[teacher] if teacher else None)
     finish_stage(args, result, splits, pre)
     summary = read_json(out.with_suffix(".json"))
@@ -319,20 +330,29 @@ def train_student(args: Namespace, splits: dict[str, Split], pre: Preprocess, de
     teacher = teacher.to(device)
     if device.type == "cuda":
         teacher = teacher.to(memory_format=torch.channels_last)
-    student = build(STUDENT, args.seed, device)
+    spec = STUDENT
+    if args.student_init:  # the shape and regularisation it was trained with, so its weights load as they are
+        config = checkpoints.read_checkpoint(args.student_init)["config"]
+        spec = {**STUDENT, "overrides": {**STUDENT["overrides"], "drop_path_rate": config["drop_path_rate"]}}
+    student = build(spec, args.seed, device)
+    if args.student_init:
+        checkpoints.import_pretrained(str(args.student_init), student)
     work = args.work / "student"
     shutil.rmtree(work, ignore_errors=True)
     sha = sha256_file(teacher_path)
+    init = args.student_init.name if args.student_init else None
     cfgs: dict[int, DistillConfig] = {}
 
     def run(epochs: int, resume: bool) -> dict:
         cfgs[epochs] = student_config(args, epochs, sha)
         return distill(student, teacher, splits["train"], splits["val"], pre, cfgs[epochs], work, teacher_pre,
-                       resume=resume, meta={"teacher": "teacher.pt", "data": "FER-2013 Training minus the held-out slices"})
+                       resume=resume, meta={"teacher": teacher_path.name, "init": init,
+                                            "data": "FER-2013 Training minus the held-out slices"})
 
-    result, plan = timed_stage(run, deadline, args, f"student {STUDENT['preset']}")
+    result, plan = timed_stage(run, deadline, args, f"student {spec['preset']}")
     out = args.out / "student.pt"
-    finish(out, "distill", STUDENT, cfgs[plan["epochs"]], result, splits, pre, {"plan": plan}, teacher=teacher_path)
+    finish(out, "distill", spec, cfgs[plan["epochs"]], result, splits, pre, {"plan": plan}, teacher=teacher_path,
+           init=args.student_init)
     say(f"student -> {out} (best epoch {result['best']['epoch']}, val top-1 {result['best']['val_top1']:.4f})")
     return out
 
@@ -342,6 +362,8 @@ def validate_gpu(args: Namespace, check_dir: Path, deadline: float) -> None:
     bench = {"max_seconds": 0.5, "throughput_max_seconds": 0.3, "time_cap": 5.0}  # leave time for torch.compile
     for model in ("student", "teacher"):
         dest = args.out / f"validation-{model}-gpu.json"
+        if model == "teacher" and args.teacher:
+            continue  # a given teacher's rows were measured by the run that trained it
         left = deadline - time.monotonic()
         if model == "teacher" and left < args.validate_reserve / 3:
             write_json(dest, {"model": model, "target": "gpu", "status": "skipped", "rows": [],
@@ -370,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     splits, _, check_dir = load_data(args)
     pre = Preprocess(img_size=48)
     train_deadline = end - args.validate_reserve
-    teacher = train_teacher(args, splits, pre, device, train_deadline)
+    teacher = args.teacher or train_teacher(args, splits, pre, device, train_deadline)
     train_student(args, splits, pre, device, teacher, train_deadline)
     validate_gpu(args, check_dir, end)
     say(f"done: {', '.join(sorted(p.name for p in args.out.iterdir()))}")

@@ -125,6 +125,30 @@ def test_smoke_run_writes_what_a_gpu_run_returns(smoke_out):
     assert "done:" in (out / "gpu_run.log").read_text()
 
 
+def test_a_given_teacher_and_a_student_init_continue_instead_of_starting_over(smoke_out, tmp_path):
+    """`--teacher` skips the teacher stage (no teacher files back); `--student-init` starts the student from
+    those weights, recorded as its `init`, at the lr asked for, with the teacher's hash in its config."""
+    ckpt = checkpoints.read_checkpoint(smoke_out / "student.pt")
+    ckpt["state_dict"]["head.weight"].fill_(0.5)  # weights no fresh student has
+    init = tmp_path / "init.pt"
+    torch.save(ckpt, init)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_run.py"), "--smoke", "--out", str(out),
+                           "--work", str(tmp_path / "work"), "--teacher", str(smoke_out / "teacher.pt"),
+                           "--student-init", str(init), "--student-lr", "0.0005",
+                           "--student-batch", "16"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["gpu_run.log", "student.json", "student.pt",
+                                                     "validation-student-gpu.json"]
+    student = json.loads((out / "student.json").read_text())
+    assert student["init"]["sha256"] == checkpoints.sha256_file(init)
+    assert student["train_config"]["lr"] == 0.0005 and student["train_config"]["batch_size"] == 16
+    assert student["train_config"]["teacher_sha256"] == checkpoints.sha256_file(smoke_out / "teacher.pt")
+    head = checkpoints.read_checkpoint(out / "student.pt")["state_dict"]["head.weight"]
+    assert (head - 0.5).abs().max() < 0.05  # four small steps from the given weights, not a fresh start
+
+
 def _merged(base: dict, over: dict) -> dict:
     """What `--configfile over` makes of `base` (tests/test_config_schema.py's rule: nested dicts merge)."""
     out = copy.deepcopy(base)
