@@ -3,7 +3,7 @@
     python benchmarks/default_seeds.py [--seeds 0 1 2] [--out results/default-seeds] [--md reports/default_seeds.md]
 
 Runs the default's training stages exactly as the workflow does (`python -m vitedge.data`, then
-`vitedge.train` for the teacher and `vitedge.distill` for the student, with the config's model and
+`vitedge.finetune` for the teacher and `vitedge.distill` for the student, with the config's model and
 training sections) once per training seed, on the same synthetic data, and prints each seed's
 val/test top-1 for teacher and student, the spread, and the wall time. Resumable: a seed whose
 models exist is read back, not retrained.
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         d.mkdir(exist_ok=True)
         teacher, student = d / "teacher.pt", d / "student.pt"
         if not teacher.is_file():
-            run([py, "-m", "vitedge.train", "--data", str(data), "--out", str(teacher), "--seed", str(seed),
+            run([py, "-m", "vitedge.finetune", "--data", str(data), "--out", str(teacher), "--seed", str(seed),
                  "--model-json", json.dumps(cfg["models"]["teacher"]), "--train-json", json.dumps(cfg["finetune"]),
                  "--resume"], d / "teacher.log")
         if not student.is_file():

@@ -45,7 +45,7 @@ MACHINE_MODULES = frozenset({
     "idna", "charset_normalizer", "pkg_resources", "setuptools", "cython_runtime", "opt_einsum", "nvidia",
 })
 # what gpu_run.py imports, directly and through vitedge
-PATH_MODULES = ("vitedge.train", "vitedge.distill", "vitedge.validate", "vitedge.cli", "vitedge.data",
+PATH_MODULES = ("vitedge.engine", "vitedge.finetune", "vitedge.distill", "vitedge.validate", "vitedge.stages", "vitedge.data",
                 "vitedge.checkpoints", "vitedge.runtimes", "vitedge.sysinfo")
 PROBE = ("import sys, json, importlib\n"
          "for m in sys.argv[1:]: importlib.import_module(m)\n"

@@ -38,7 +38,7 @@ from vitedge.distill import DistillConfig, write_report  # noqa: E402
 from vitedge.io import atomic_write_text, read_json, write_json  # noqa: E402
 from vitedge.model import create_model  # noqa: E402
 from vitedge.preprocess import Preprocess  # noqa: E402
-from vitedge.train import evaluate  # noqa: E402
+from vitedge.engine import evaluate  # noqa: E402
 
 CONFIG = REPO / "workflow" / "config" / "fer2013-gpu.yaml"
 SHIPPED = REPO / "vitedge" / "assets" / "model" / "student.pt"

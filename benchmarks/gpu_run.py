@@ -12,7 +12,7 @@ What it does, all with vitedge's own pieces (docs/gpu.md says what to do with wh
    carves two stratified, seeded slices out of Training: `val`, on which every stage keeps its
    best epoch, and `test`, a check slice nothing is chosen on: the validation rows use it);
 2. picks the teacher by what the time allows: each candidate (`--teachers`, strongest first) runs
-   a short probe (`vitedge.train.fit`, a few steps), and the first whose measured speed gives at
+   a short probe (`vitedge.engine.fit`, a few steps), and the first whose measured speed gives at
    least `--min-epochs` epochs in the teacher's share of the time is trained;
 3. trains the teacher (`fit`: AdamW, warm-up then cosine, bf16 autocast, batches gathered and
    augmented on the GPU), then distils the student from it (`vitedge.distill.distill`, DeiT hard
@@ -82,7 +82,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from vitedge import checkpoints  # noqa: E402
-from vitedge.cli import finish_stage  # noqa: E402
+from vitedge.stages import finish_stage  # noqa: E402
 from vitedge.data import CLASSES, Split, load_fer2013, make_synthetic, save_splits  # noqa: E402
 from vitedge.data.fer2013 import pack_images  # noqa: E402
 from vitedge.distill import DistillConfig, distill, load_teacher  # noqa: E402
@@ -90,7 +90,7 @@ from vitedge.io import read_json, sha256_file, write_json  # noqa: E402
 from vitedge.model import create_model  # noqa: E402
 from vitedge.preprocess import Preprocess  # noqa: E402
 from vitedge.sysinfo import describe, machine_info  # noqa: E402
-from vitedge.train import TrainConfig, fit, seed_everything  # noqa: E402
+from vitedge.engine import TrainConfig, fit, seed_everything  # noqa: E402
 from vitedge.validate import format_row, validate  # noqa: E402
 
 
@@ -291,7 +291,7 @@ def timed_stage(run, deadline: float, args: Namespace, name: str) -> tuple[dict,
 
 def finish(out: Path, stage: str, spec: dict, cfg: TrainConfig, result: dict, splits: dict[str, Split],
            pre: Preprocess, extra: dict, teacher: Path | None = None, init: Path | None = None) -> None:
-    """The workflow's own stage summary (`vitedge.cli.finish_stage`: best checkpoint to `out`, <out>.json), plus
+    """The workflow's own stage summary (`vitedge.stages.finish_stage`: best checkpoint to `out`, <out>.json), plus
     how this run planned its time and where it ran."""
     args = Namespace(out=out, stage=stage, model_spec=spec, stage_config=cfg, init=str(init) if init else None,
                      teacher=[teacher] if teacher else None)

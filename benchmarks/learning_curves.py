@@ -3,7 +3,7 @@
     python benchmarks/learning_curves.py --data results/fer2013/data --minutes 5 \
         [--candidates vit hybrid cnn distilled] [--runs results/fer2013] [--out reports/learning_curves]
 
-Each candidate is trained by the real engine (`vitedge.train.fit`: in-memory batches, strong batch
+Each candidate is trained by the real engine (`vitedge.engine.fit`: in-memory batches, strong batch
 augmentation, AdamW, warm-up + cosine) for the same wall-clock budget: its training rate is measured
 first, and its schedule (steps, hence the cosine) is sized to fill the budget. PublicTest (the `val`
 split) top-1 is measured at 8 points along the way; the curve's time axis is training time only
@@ -49,7 +49,7 @@ from vitedge.io import atomic_write_text, write_json  # noqa: E402
 from vitedge.model import create_model  # noqa: E402
 from vitedge.preprocess import Preprocess  # noqa: E402
 from vitedge.sysinfo import describe, machine_info  # noqa: E402
-from vitedge.train import TrainConfig, fit, seed_everything  # noqa: E402
+from vitedge.engine import TrainConfig, fit, seed_everything  # noqa: E402
 
 CANDIDATES = {
     "vit": ("vit-tiny-48", {"patch_size": 6}, 0.001),

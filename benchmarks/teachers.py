@@ -22,7 +22,7 @@ from vitedge.data import load_splits  # noqa: E402
 from vitedge.distill import load_teacher  # noqa: E402
 from vitedge.io import atomic_write_text  # noqa: E402
 from vitedge.sysinfo import describe, machine_info  # noqa: E402
-from vitedge.train import evaluate  # noqa: E402
+from vitedge.engine import evaluate  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

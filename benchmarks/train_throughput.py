@@ -9,7 +9,7 @@
 reported apart from the steady rate.
 
 "model-only" is forward + backward + AdamW on one batch already in memory as a float tensor;
-"full loop" is what `vitedge.train.run_loop` does per step: take the next batch of the uint8
+"full loop" is what `vitedge.engine.run_loop` does per step: take the next batch of the uint8
 in-memory split (`InMemoryBatches`), augment it whole (`BatchAugment`), then the same step.
 The ratio says whether the input path keeps up with the model (target: >= 90% on 2 cores).
 Images are synthetic faces at 48x48: throughput does not depend on what the pixels show.
@@ -33,7 +33,7 @@ from vitedge.data.augment import BatchAugment, InMemoryBatches  # noqa: E402
 from vitedge.model import create_model  # noqa: E402
 from vitedge.preprocess import Preprocess  # noqa: E402
 from vitedge.sysinfo import describe, machine_info  # noqa: E402
-from vitedge.train import param_groups  # noqa: E402
+from vitedge.engine import param_groups  # noqa: E402
 
 DEFAULT_PRESETS = ["vit-nano-48", "vit-micro-48", "vit-tiny-48", "hybrid-micro-48", "hybrid-tiny-48",
                    "cnn-tiny-48", "cnn-small-48"]

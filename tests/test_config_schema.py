@@ -183,7 +183,7 @@ def test_stage_and_model_fields_are_the_dataclasses():
     from vitedge.preprocess import Preprocess
     from vitedge.pretrain import PretrainConfig
     from vitedge.quantize import QuantizeConfig
-    from vitedge.train import TrainConfig
+    from vitedge.engine import TrainConfig
 
     train = set(DEFS["train"]["properties"])
     assert train == field_names(TrainConfig)

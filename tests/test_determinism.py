@@ -28,7 +28,7 @@ def data_dir(tmp_path_factory):
 
 
 def _cmd(data_dir: Path, out: Path, train: dict, resume: bool = False) -> list[str]:
-    return [sys.executable, "-m", "vitedge.train", "--data", str(data_dir), "--out", str(out), "--model-json", MODEL,
+    return [sys.executable, "-m", "vitedge.finetune", "--data", str(data_dir), "--out", str(out), "--model-json", MODEL,
             "--train-json", json.dumps(train), "--seed", "7", *(["--resume"] if resume else [])]
 
 

@@ -18,7 +18,7 @@ from vitedge.io import sha256_file
 from vitedge.losses import DistillationLoss, TeacherInput, distillation_term
 from vitedge.model import create_model
 from vitedge.preprocess import Preprocess
-from vitedge.train import SupervisedLoss
+from vitedge.engine import SupervisedLoss
 
 PRE = Preprocess()
 

@@ -10,7 +10,7 @@ from vitedge import checkpoints, evaluate
 from vitedge.data import CLASSES, save_splits
 from vitedge.model import create_model
 from vitedge.preprocess import Preprocess
-from vitedge.train import evaluate as train_evaluate
+from vitedge.engine import evaluate as train_evaluate
 
 
 @pytest.fixture(scope="module")

@@ -181,7 +181,7 @@ def test_bad_checkpoints_as_teacher_or_init_are_checkpoint_errors(tmp_path, chan
 
 
 def test_bad_init_in_a_stage_command_is_one_line_exit_2(capsys, tmp_path):
-    from vitedge.train.__main__ import main as train_main
+    from vitedge.finetune import main as train_main
 
     data = tmp_path / "data"
     save_splits(data, make_synthetic(per_class=3, seed=0), source={"kind": "synthetic"})

@@ -293,8 +293,8 @@ def test_cnn_checkpoint_warm_starts_a_cnn(tmp_path):
 def test_model_spec_arch_must_match_the_preset():
     import argparse
 
-    from vitedge.cli import resolve
-    from vitedge.train import TrainConfig
+    from vitedge.stages import resolve
+    from vitedge.engine import TrainConfig
 
     def spec(model_json):
         ns = argparse.Namespace(model_json=model_json, train_json="{}", preset=None, epochs=None, batch_size=None,
@@ -309,7 +309,7 @@ def test_model_spec_arch_must_match_the_preset():
 
 
 def test_train_config_rejects_unknown_keys():
-    from vitedge.train import TrainConfig
+    from vitedge.engine import TrainConfig
 
     with pytest.raises(ValueError, match="epocs"):
         TrainConfig.from_dict({"epocs": 50})

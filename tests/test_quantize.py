@@ -44,7 +44,7 @@ def splits():
 def trained(tmp_path_factory, splits):
     """A 2-block vit-micro with 16-pixel patches, ~80 steps: well above chance on the three classes."""
 
-    from vitedge.train import TrainConfig, fit
+    from vitedge.engine import TrainConfig, fit
 
     torch.manual_seed(0)
     model = create_model("vit-micro-48", depth=2, patch_size=16, num_classes=len(SUBSET))
@@ -244,7 +244,7 @@ def test_coreml_int8_weights_gated_by_reading_them_back(trained, splits, tmp_pat
 def trained_hybrid(tmp_path_factory, splits):
     """A 2-block conv-stem ViT trained like `trained`: its BatchNorm is folded before quantisation."""
 
-    from vitedge.train import TrainConfig, fit
+    from vitedge.engine import TrainConfig, fit
 
     torch.manual_seed(0)
     model = create_model("hybrid-micro-48", depth=2, num_classes=len(SUBSET))

@@ -15,7 +15,7 @@ from vitedge.data import save_splits
 from vitedge.model import create_model
 from vitedge.preprocess import Preprocess
 from vitedge.pretrain import MAE, PretrainConfig, pretrain_mae
-from vitedge.train import SupervisedLoss, TrainConfig, fit, lr_at
+from vitedge.engine import SupervisedLoss, TrainConfig, fit, lr_at
 
 PRE = Preprocess()
 TINY = dict(preset="vit-micro-48", overrides={"depth": 2})
@@ -161,7 +161,7 @@ def test_stage_clis_chain_pretrain_then_finetune(tmp_path, data_dir):
     pre = _run([sys.executable, "-m", "vitedge.pretrain", "--data", str(data_dir), "--out", str(tmp_path / "p.pt"),
                 "--model-json", model, "--train-json", train])
     assert pre.returncode == 0, pre.stderr
-    ft = _run([sys.executable, "-m", "vitedge.train", "--data", str(data_dir), "--init", str(tmp_path / "p.pt"),
+    ft = _run([sys.executable, "-m", "vitedge.finetune", "--data", str(data_dir), "--init", str(tmp_path / "p.pt"),
                "--out", str(tmp_path / "t.pt"), "--model-json", model, "--train-json", train])
     assert ft.returncode == 0, ft.stderr
     summary = json.loads((tmp_path / "t.json").read_text())
@@ -173,7 +173,7 @@ def test_stage_clis_chain_pretrain_then_finetune(tmp_path, data_dir):
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    r = _run([sys.executable, "-m", "vitedge.train", "--data", str(tmp_path), "--out", str(tmp_path / "t.pt")])
+    r = _run([sys.executable, "-m", "vitedge.finetune", "--data", str(tmp_path), "--out", str(tmp_path / "t.pt")])
     assert r.returncode == 2 and "Traceback" not in r.stderr and "manifest.json" in r.stderr
 
 
@@ -198,7 +198,7 @@ def test_supervised_pretraining_on_image_folder(tmp_path, synthetic_splits):
 def test_ddp_two_processes_gloo(tmp_path, data_dir):
     out = tmp_path / "ddp.pt"
     r = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-              "-m", "vitedge.train", "--data", str(data_dir), "--out", str(out), "--device", "cpu",
+              "-m", "vitedge.finetune", "--data", str(data_dir), "--out", str(out), "--device", "cpu",
               "--model-json", json.dumps(TINY),
               "--train-json", json.dumps({"epochs": 1, "batch_size": 32, "max_steps_per_epoch": 2})])
     assert r.returncode == 0, r.stderr[-3000:]

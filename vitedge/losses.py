@@ -47,7 +47,7 @@ class TeacherInput(nn.Module):
 
 
 class DistillationLoss(nn.Module):
-    """`criterion(images, outputs, labels)` for `vitedge.train.fit`.
+    """`criterion(images, outputs, labels)` for `vitedge.engine.fit`.
 
     `base_criterion(images, logits, labels)` is the supervised loss on the class head (e.g.
     `SupervisedLoss` with label smoothing); `outputs` is the student's (class, dist) logits pair.

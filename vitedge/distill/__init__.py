@@ -1,7 +1,7 @@
 """DeiT-style distillation: a small student with a distillation token learns from a frozen teacher.
 
 The student (e.g. vit-micro-48 with `distilled: true`) is trained by the shared engine
-(`vitedge.train.fit`) with `DistillationLoss` (see `vitedge.losses`): cross-entropy with label
+(`vitedge.engine.fit`) with `DistillationLoss` (see `vitedge.losses`): cross-entropy with label
 smoothing on its class head, the teacher's hard labels (or temperature-softened distribution) on
 its distillation head. At inference the model averages both heads; every export computes that.
 Several `--teacher` checkpoints teach as one (`TeacherEnsemble`: their mean class probabilities),
@@ -32,7 +32,7 @@ from vitedge.losses import DistillationLoss, TeacherInput
 from vitedge.model import VisionTransformer, flops_per_image
 from vitedge.preprocess import Preprocess
 from vitedge.sysinfo import describe, machine_info
-from vitedge.train import Dist, SupervisedLoss, TrainConfig, evaluate, fit
+from vitedge.engine import Dist, SupervisedLoss, TrainConfig, evaluate, fit
 
 
 @dataclass

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from vitedge import checkpoints
-from vitedge.cli import add_common_args, begin_stage, build_stage_model, finish_stage, preprocess_for, resolve, run_cli
+from vitedge.stages import add_common_args, begin_stage, build_stage_model, finish_stage, preprocess_for, resolve, run_cli
 from vitedge.distill import DistillConfig, distill, load_teacher, write_report
 from vitedge.io import sha256_file
 from vitedge.losses import DISTILLATION_TYPES

@@ -28,7 +28,7 @@ from vitedge.data import CLASSES, DatasetError, Split
 from vitedge.data.augment import BatchAugment
 from vitedge.model import Block, VisionTransformer, create_model
 from vitedge.preprocess import Preprocess, to_gray_uint8
-from vitedge.train import TrainConfig, autocast, fit, run_loop
+from vitedge.engine import TrainConfig, autocast, fit, run_loop
 
 log = logging.getLogger("vitedge.pretrain")
 

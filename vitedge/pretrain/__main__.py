@@ -10,12 +10,12 @@ from typing import Any
 from torch import nn
 
 from vitedge import checkpoints
-from vitedge.cli import add_common_args, begin_stage, build_stage_model, preprocess_for, resolve, run_cli
+from vitedge.stages import add_common_args, begin_stage, build_stage_model, preprocess_for, resolve, run_cli
 from vitedge.data import CLASSES, Split
 from vitedge.io import atomic_path, write_json
 from vitedge.preprocess import Preprocess
 from vitedge.pretrain import METHODS, PretrainConfig, pretrain_mae, pretrain_supervised
-from vitedge.train import Dist
+from vitedge.engine import Dist
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

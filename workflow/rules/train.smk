@@ -49,7 +49,7 @@ rule finetune:
     output:
         out("models/teacher.pt"),
     params:
-        cmd=launcher("vitedge.train"),
+        cmd=launcher("vitedge.finetune"),
         data=data_dir,
         model=model_json("teacher"),
         train=as_json(config["finetune"]),

@@ -1,6 +1,6 @@
-"""What the training-stage commands (train, pretrain, distill) share: arguments, the model and its
-preprocessing, data, finishing up. It is glue on top of the engine (`vitedge.train`): the stage
-commands (`vitedge/<stage>/__main__.py`) import it; the engine and the stages' own modules never do.
+"""What the training-stage commands (pretrain, finetune, distill) share: arguments, the model and its
+preprocessing, data, finishing up. It is glue on top of the engine (`vitedge.engine`): the stage
+commands (`python -m vitedge.<stage>`) import it; the engine and the stages' own modules never do.
 
 Every stage takes the same shape of command, so a Snakemake rule is one line:
 
@@ -30,7 +30,7 @@ from vitedge.data.datacard import warn_from_datacard
 from vitedge.io import atomic_path, sha256_file, write_json
 from vitedge.model import create_model
 from vitedge.preprocess import Preprocess
-from vitedge.train import Dist, evaluate, seed_everything, setup_distributed
+from vitedge.engine import Dist, evaluate, seed_everything, setup_distributed
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130

@@ -16,10 +16,10 @@ checkpoint ends with the same weights as one that never stopped (tests/test_dete
 
 Runs single-process, or under `torchrun --nproc_per_node N` (DDP; NCCL on CUDA, gloo on CPU).
 
-    python -m vitedge.train --data results/default/data --preset vit-tiny-48 \
+    python -m vitedge.finetune --data results/default/data --preset vit-tiny-48 \
         --init models/teacher-pretrain.pt --out models/teacher.pt --epochs 30 [--resume]
 
-The command is `vitedge/train/__main__.py`; this module is the engine the stages share.
+The command is `vitedge/finetune.py`; this module is the engine the stages share.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ from vitedge.metrics import classification_metrics
 from vitedge.model import VisionTransformer
 from vitedge.preprocess import Preprocess
 
-log = logging.getLogger("vitedge.train")
+log = logging.getLogger("vitedge.engine")
 
 STATE_FORMAT = "vitedge-train-state/1"
 # options a saved state may be resumed under although they changed: more epochs extend a finished

@@ -1,15 +1,15 @@
-"""`python -m vitedge.train`: supervised fine-tuning on FER (the stage command; the engine is
-`vitedge.train`, the argument handling shared by the stages is `vitedge.cli`)."""
+"""`python -m vitedge.finetune`: supervised fine-tuning on FER (the stage command; the engine is
+`vitedge.engine`, the argument handling shared by the stages is `vitedge.stages`)."""
 from __future__ import annotations
 
 import argparse
 
-from vitedge.cli import add_common_args, begin_stage, build_stage_model, finish_stage, preprocess_for, resolve, run_cli
-from vitedge.train import TrainConfig, fit
+from vitedge.stages import add_common_args, begin_stage, build_stage_model, finish_stage, preprocess_for, resolve, run_cli
+from vitedge.engine import TrainConfig, fit
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vitedge.train", description="Supervised fine-tuning on FER.")
+    p = argparse.ArgumentParser(prog="python -m vitedge.finetune", description="Supervised fine-tuning on FER.")
     add_common_args(p)
     p.add_argument("--init", help="checkpoint to start from (vitedge, torchvision or timm weights)")
     args = resolve(p.parse_args(argv), TrainConfig)
