@@ -121,6 +121,7 @@ def score(run_dir: Path, data_dir: Path) -> dict:
     teacher, t_info = checkpoints.load_model(run_dir / "models" / "teacher.pt")
     student, s_info = checkpoints.load_model(run_dir / "models" / "student.pt")
     summary = read_json(run_dir / "models" / "student.json")
+    # runs before the teacher's hash left the config recorded it there; it is not an option
     cfg = DistillConfig.from_dict({k: v for k, v in summary["train_config"].items() if k != "teacher_sha256"})
     time.sleep(0.01)
     report = write_report(run_dir / "reports" / "distill.md", teacher, student, splits,

@@ -205,7 +205,7 @@ def teacher_config(args: Namespace, epochs: int, steps: int = 0) -> TrainConfig:
                        eval_batch_size=1024, state_every=50)
 
 
-def student_config(args: Namespace, epochs: int, teacher_sha: str) -> DistillConfig:
+def student_config(args: Namespace, epochs: int) -> DistillConfig:
     """fer2013-gpu.yaml's distillation: hard, alpha 0.5, peak 2e-3 at batch 256, 10 warm-up epochs."""
     # a continued student warms up for 3 epochs (epochs 1-2, the timed ones, must stay inside the warm-up)
     warmup = 2 if args.smoke else 3 if args.student_init else 10
@@ -213,7 +213,7 @@ def student_config(args: Namespace, epochs: int, teacher_sha: str) -> DistillCon
                          warmup_epochs=warmup,
                          label_smoothing=0.1, class_balance="none", augment="strong", seed=args.seed,
                          deterministic=False, max_steps_per_epoch=2 if args.smoke else 0, eval_batch_size=1024,
-                         state_every=50, distillation_type="hard", alpha=0.5, teacher_sha256=teacher_sha)
+                         state_every=50, distillation_type="hard", alpha=0.5)
 
 
 def build(spec: dict, seed: int, device: torch.device) -> torch.nn.Module:
@@ -344,9 +344,9 @@ def train_student(args: Namespace, splits: dict[str, Split], pre: Preprocess, de
     cfgs: dict[int, DistillConfig] = {}
 
     def run(epochs: int, resume: bool) -> dict:
-        cfgs[epochs] = student_config(args, epochs, sha)
+        cfgs[epochs] = student_config(args, epochs)
         return distill(student, teacher, splits["train"], splits["val"], pre, cfgs[epochs], work, teacher_pre,
-                       resume=resume, meta={"teacher": teacher_path.name, "init": init,
+                       resume=resume, teacher_sha256=sha, meta={"teacher": teacher_path.name, "init": init,
                                             "data": "FER-2013 Training minus the held-out slices"})
 
     result, plan = timed_stage(run, deadline, args, f"student {spec['preset']}")

@@ -139,7 +139,7 @@ def test_cli_distills_and_writes_the_report(tmp_path, synthetic_splits, capsys):
     assert main(args) == 0  # in-process: the one-thread fixture applies
     model, info = checkpoints.load_model(out)
     assert model.cfg.distilled and info["meta"]["distillation"] == {"type": "soft", "alpha": 0.5, "tau": 2.0}
-    assert info["meta"]["train_config"]["teacher_sha256"]  # a retrained teacher restarts, not resumes
+    assert info["meta"]["teacher_sha256"]  # a retrained teacher restarts, not resumes
     table = json.loads(report.with_suffix(".json").read_text())
     t, s = table["models"]["teacher"], table["models"]["student"]
     assert s["params"] < t["params"] and s["flops"] < t["flops"] and s["latency_ms_bs1"] > 0
@@ -193,7 +193,7 @@ def test_cli_distills_from_an_ensemble(tmp_path, synthetic_splits):
                  "--report", str(report)]) == 0
     _, info = checkpoints.load_model(out)
     assert info["meta"]["teacher"] == [str(t) for t in teachers]
-    assert info["meta"]["train_config"]["teacher_sha256"] == ",".join(sha256_file(t) for t in teachers)
+    assert info["meta"]["teacher_sha256"] == ",".join(sha256_file(t) for t in teachers)
     summary = json.loads(out.with_suffix(".json").read_text())
     assert [r["sha256"] for r in summary["teacher"]] == [sha256_file(t) for t in teachers]
     table = json.loads(report.with_suffix(".json").read_text())["models"]

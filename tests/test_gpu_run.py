@@ -144,7 +144,7 @@ def test_a_given_teacher_and_a_student_init_continue_instead_of_starting_over(sm
     student = json.loads((out / "student.json").read_text())
     assert student["init"]["sha256"] == checkpoints.sha256_file(init)
     assert student["train_config"]["lr"] == 0.0005 and student["train_config"]["batch_size"] == 16
-    assert student["train_config"]["teacher_sha256"] == checkpoints.sha256_file(smoke_out / "teacher.pt")
+    assert student["teacher"]["sha256"] == checkpoints.sha256_file(smoke_out / "teacher.pt")
     head = checkpoints.read_checkpoint(out / "student.pt")["state_dict"]["head.weight"]
     assert (head - 0.5).abs().max() < 0.05  # four small steps from the given weights, not a fresh start
 

@@ -28,11 +28,13 @@ import os
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from vitedge.configs import StrictConfig
 
 Clock = Callable[[], float]
 # A call timer runs one call and returns the seconds it took.
@@ -52,7 +54,7 @@ class Stopwatch:
 
 
 @dataclass(frozen=True)
-class BenchConfig:
+class BenchConfig(StrictConfig):
     warmup: int = 10  # calls discarded before timing
     warmup_seconds: float = 0.25  # ... and at least this long (lets clocks and caches settle)
     min_iters: int = 50  # timed calls always made (unless max_iters is lower)
@@ -64,28 +66,14 @@ class BenchConfig:
     throughput_min_iters: int = 5
     throughput_max_seconds: float = 1.0
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "BenchConfig":
-        d = dict(d or {})
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown bench settings: {sorted(unknown)}")
-        if "batch_sizes" in d:
-            d["batch_sizes"] = tuple(int(b) for b in d["batch_sizes"])
-        cfg = cls(**d)
-        if cfg.min_iters < 1 or cfg.max_iters < cfg.min_iters or cfg.warmup < 0 or cfg.time_cap < cfg.max_seconds:
+    def __post_init__(self) -> None:
+        if self.min_iters < 1 or self.max_iters < self.min_iters or self.warmup < 0 or self.time_cap < self.max_seconds:
             raise ValueError("bench needs 1 <= min_iters <= max_iters, warmup >= 0, time_cap >= max_seconds; "
-                             f"got {cfg}")
-        return cfg
+                             f"got {self}")
 
     def merged(self, overrides: dict[str, Any] | None) -> "BenchConfig":
         """This config with some fields replaced (e.g. a quick budget from the workflow config)."""
-        return BenchConfig.from_dict({**asdict(self), **(overrides or {})})
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["batch_sizes"] = list(self.batch_sizes)
-        return d
+        return self.replace(**(overrides or {}))
 
 
 @dataclass

@@ -20,16 +20,17 @@ It exposes what the stages ask of any model: `.cfg` (img_size, in_chans, num_cla
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from vitedge.configs import DictConfig
+from vitedge.configs import MAX_DIMENSION, StrictConfig
 
 
 @dataclass(frozen=True)
-class CNNConfig(DictConfig):
+class CNNConfig(StrictConfig):
+    INT_BOUND: ClassVar[int | None] = MAX_DIMENSION  # dimensions: bounded before anything is allocated
     img_size: int = 48
     in_chans: int = 1
     num_classes: int = 7

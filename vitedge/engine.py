@@ -28,7 +28,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from vitedge import checkpoints
 from vitedge.batching import map_batches
+from vitedge.configs import StrictConfig
 from vitedge.data import CLASSES, Split
 from vitedge.data.augment import BatchAugment, InMemoryBatches
 from vitedge.data.datasets import class_weights
@@ -60,7 +61,7 @@ RESUMABLE_CHANGES = ("epochs", "threads", "state_every")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(StrictConfig):
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3  # peak learning rate for a batch of 256; scaled linearly with the global batch
@@ -83,16 +84,6 @@ class TrainConfig:
     # write the resumable state.pt every N epochs (and after the last): a GPU epoch of a few seconds
     # would otherwise spend much of its time writing weights and optimiser moments to disk
     state_every: int = 1
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "TrainConfig":
-        """Unknown keys are an error: `epocs: 50` must not silently train for the default."""
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} option(s) {unknown}; known: {', '.join(sorted(known))}")
-        return cls(**d)
 
 
 def seed_everything(seed: int, deterministic: bool = True, threads: int = 0) -> None:
@@ -213,11 +204,13 @@ def autocast(cfg: TrainConfig, device: torch.device):
 def fit(model: VisionTransformer, train: Split, val: Split, pre: Preprocess, cfg: TrainConfig, work_dir: str | Path,
         criterion: nn.Module | None = None, resume: bool = False, stage: str = "finetune",
         meta: dict | None = None, dist_env: Dist | None = None,
-        classes: list[str] | tuple[str, ...] = CLASSES) -> dict:
+        classes: list[str] | tuple[str, ...] = CLASSES, resume_key: dict | None = None) -> dict:
     """Supervised training of `model` on `train`, keeping the best on `val` top-1.
 
     `criterion(images, outputs, labels)` defaults to class-weighted, label-smoothed cross-entropy;
-    distillation passes its own. Returns the summary of the best epoch (see `run_loop`).
+    distillation passes its own. `resume_key`: run-time facts beyond the config that a saved state
+    must match to be resumed (distillation: the teacher's hash); they are also kept in the
+    checkpoint's meta. Returns the summary of the best epoch (see `run_loop`).
     """
     if criterion is None:
         criterion = SupervisedLoss(class_weights(train.labels, model.cfg.num_classes, cfg.class_balance),
@@ -239,10 +232,11 @@ def fit(model: VisionTransformer, train: Split, val: Split, pre: Preprocess, cfg
 
     def save_best(path: Path, best: dict) -> None:
         checkpoints.save_model(path, model, pre, list(classes),
-                               {**(meta or {}), "stage": stage, "best": best, "train_config": asdict(cfg)})
+                               {**(meta or {}), **(resume_key or {}), "stage": stage, "best": best,
+                                "train_config": cfg.as_dict()})
 
     return run_loop(model, train, BatchAugment(pre, cfg.augment), pre, cfg, work_dir, step_loss, validate, save_best,
-                    criterion=criterion, resume=resume, stage=stage, dist_env=dist_env)
+                    criterion=criterion, resume=resume, stage=stage, dist_env=dist_env, resume_key=resume_key)
 
 
 @dataclass
@@ -264,7 +258,7 @@ def run_loop(module: nn.Module, train: Split, augment: BatchAugment, pre: Prepro
              work_dir: str | Path, step_loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
              validate: Callable[[torch.device], dict], save_best: Callable[[Path, dict], None],
              criterion: nn.Module | None = None, resume: bool = False, stage: str = "train",
-             dist_env: Dist | None = None) -> dict:
+             dist_env: Dist | None = None, resume_key: dict | None = None) -> dict:
     """The training loop every stage shares. Optimises `module`'s parameters with
     `step_loss(net, images, labels)`, calls `validate(device)` (-> dict with a "score", higher is
     better) after every epoch and `save_best(path, best)` when the score improves. Batches of `train`
@@ -288,7 +282,7 @@ def run_loop(module: nn.Module, train: Split, augment: BatchAugment, pre: Prepro
     batches, schedule = _batches_and_schedule(train, pre, cfg, d)
     optimizer = torch.optim.AdamW(param_groups(module, cfg.weight_decay), lr=schedule.peak_lr, betas=(0.9, 0.999),
                                   fused=d.device.type == "cuda" or None)  # one kernel per step on a GPU
-    fingerprint = _fingerprint(module, cfg, stage)
+    fingerprint = _fingerprint(module, cfg, stage, resume_key)
     start_epoch, best, history = _restore(state_path, log_path, fingerprint, module, optimizer, resume, stage, d)
     for epoch in range(start_epoch, cfg.epochs):
         loss, lr, img_per_s, elapsed = _train_epoch(net, module, optimizer, batches, augment, schedule, step_loss,
@@ -325,12 +319,13 @@ def _batches_and_schedule(train: Split, pre: Preprocess, cfg: TrainConfig, d: Di
                              cfg.lr * per_rank_batch * d.world / 256, cfg.min_lr_ratio)
 
 
-def _fingerprint(module: nn.Module, cfg: TrainConfig, stage: str) -> str:
-    """What must match for a saved state to be resumed: the stage, the model and the options
-    (the epoch count may grow, to extend a finished run)."""
+def _fingerprint(module: nn.Module, cfg: TrainConfig, stage: str, resume_key: dict | None = None) -> str:
+    """What must match for a saved state to be resumed: the stage, the model, the options (the epoch
+    count may grow, to extend a finished run) and the caller's run-time facts (`resume_key`)."""
     return json.dumps({"stage": stage, "model": getattr(module, "cfg", None) and module.cfg.as_dict(),
                        "params": sum(p.numel() for p in module.parameters()),
-                       "cfg": {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}},
+                       "cfg": {k: v for k, v in cfg.as_dict().items() if k not in RESUMABLE_CHANGES},
+                       **({"with": resume_key} if resume_key else {})},
                       sort_keys=True, default=str)
 
 

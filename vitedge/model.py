@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -38,11 +38,12 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils.flop_counter import FlopCounterMode
 
 from vitedge import cnn
-from vitedge.configs import DictConfig
+from vitedge.configs import MAX_DIMENSION, StrictConfig
 
 
 @dataclass(frozen=True)
-class ViTConfig(DictConfig):
+class ViTConfig(StrictConfig):
+    INT_BOUND: ClassVar[int | None] = MAX_DIMENSION  # dimensions: bounded before anything is allocated
     img_size: int = 48
     patch_size: int = 4
     in_chans: int = 1

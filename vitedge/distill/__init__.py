@@ -40,15 +40,16 @@ class DistillConfig(TrainConfig):
     distillation_type: str = "hard"  # DeiT's best: hard labels from the teacher on the distillation head
     alpha: float = 0.5  # weight of the teacher's term
     tau: float = 1.0  # temperature (soft only)
-    # the teacher's sha256, set at run time: part of the resume fingerprint, so a retrained teacher
-    # restarts distillation instead of resuming a student that learnt from the old one
-    teacher_sha256: str = ""
 
 
 def distill(student: VisionTransformer, teacher: nn.Module | None, train: Split, val: Split, pre: Preprocess,
             cfg: DistillConfig, work_dir: str | Path, teacher_pre: Preprocess | None = None, resume: bool = False,
-            meta: dict | None = None, dist_env: Dist | None = None) -> dict:
-    """Train `student` against `teacher` (None with type "none": the no-teacher baseline). Returns `fit`'s summary."""
+            meta: dict | None = None, dist_env: Dist | None = None, teacher_sha256: str = "") -> dict:
+    """Train `student` against `teacher` (None with type "none": the no-teacher baseline). Returns `fit`'s summary.
+
+    `teacher_sha256` (the teacher checkpoint's hash, comma-joined for an ensemble) must match for a saved
+    state to be resumed, so a retrained teacher restarts distillation instead of resuming a student that
+    learnt from the old one; it is kept in the checkpoint's meta."""
     if cfg.distillation_type != "none" and not student.cfg.distilled:
         raise ValueError("the student has no distillation token: set `distilled: true` in its model overrides")
     base = SupervisedLoss(class_weights(train.labels, student.cfg.num_classes, cfg.class_balance), cfg.label_smoothing)
@@ -58,7 +59,7 @@ def distill(student: VisionTransformer, teacher: nn.Module | None, train: Split,
                                  TeacherInput(pre, teacher_pre or pre))
     return fit(student, train, val, pre, cfg, work_dir, criterion=criterion, resume=resume, stage="distill",
                meta={**(meta or {}), "distillation": {"type": cfg.distillation_type, "alpha": cfg.alpha, "tau": cfg.tau}},
-               dist_env=dist_env)
+               dist_env=dist_env, resume_key={"teacher_sha256": teacher_sha256} if teacher_sha256 else None)
 
 
 class TeacherEnsemble(nn.Module):

@@ -36,12 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> None:
         d, splits = begin_stage(args)  # seeded before the teacher and the student are built
         teacher, teacher_pre, _ = load_teacher(args.teacher)
-        cfg.teacher_sha256 = ",".join(sha256_file(t) for t in args.teacher)
         teacher_meta = [str(t) for t in args.teacher] if len(args.teacher) > 1 else str(args.teacher[0])
         student = build_stage_model(args.model_spec, args.init)
         pre = preprocess_for(student, args.model_spec)
         result = distill(student, teacher.to(d.device), splits["train"], splits["val"], pre, cfg, args.work_dir,
                          teacher_pre, resume=args.resume, dist_env=d,
+                         teacher_sha256=",".join(sha256_file(t) for t in args.teacher),
                          meta={"teacher": teacher_meta, "init": args.init, "data": str(args.data)})
         if d.main:
             finish_stage(args, result, splits, pre)

@@ -30,7 +30,7 @@ import math
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,6 +41,7 @@ from vitedge import runtimes
 from vitedge.artefact import META, RuntimeUnavailable, write_meta
 from vitedge.batching import map_batches
 from vitedge.bench import BenchConfig, available_cores, benchmark
+from vitedge.configs import StrictConfig
 from vitedge.data import Split
 from vitedge.io import atomic_path
 from vitedge.metrics import parity_metrics
@@ -66,7 +67,7 @@ class QuantizationError(RuntimeError):
 
 
 @dataclass
-class QuantizeConfig:
+class QuantizeConfig(StrictConfig):
     max_drop: float = 1.0  # points of val top-1 an int8 artefact may lose against its fp32 source
     # share of val faces on which int8 must name the class fp32 names (0: not gated). Top-1 alone lets
     # errors cancel: an int8 model may change many answers and lose little accuracy (FER student, ONNX
@@ -100,13 +101,6 @@ class QuantizeConfig:
             raise ValueError(f"need max_drop >= 0 and calibration >= 1, got {self.max_drop}, {self.calibration}")
         if not 0 <= self.min_agreement <= 1:
             raise ValueError(f"min_agreement is a fraction in [0, 1], got {self.min_agreement}")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "QuantizeConfig":
-        unknown = sorted(set(d or {}) - {f.name for f in fields(cls)})
-        if unknown:  # a misspelt option would otherwise quantise with the default and say nothing
-            raise ValueError(f"unknown QuantizeConfig keys: {', '.join(unknown)}")
-        return cls(**(d or {}))
 
 
 @dataclass
@@ -339,7 +333,7 @@ def quantize_to_artefact(backend_cls: type[Backend], model: VisionTransformer, i
         "attempts": [asdict(a) for a in gate.attempts],
         "cpu_features": machine_info()["cpu"]["features"],
         "seconds": round(time.perf_counter() - t_start, 1),
-        "config": asdict(cfg),
+        "config": cfg.as_dict(),
     }
     return write_meta(art_dir, backend.fmt, "int8", file_name, info, record["seconds"], quantization=record, **extras)
 
