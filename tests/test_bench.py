@@ -304,3 +304,23 @@ def test_workflow_times_reads_job_seconds_from_snakemakes_log(tmp_path, capsys):
     assert "| export | 1 | 31 | 100 |" in out and "| finetune | 1 | 29 | 94 |" in out
     md = (tmp_path / "times.md").read_text()
     assert out.split("\n\n", 1)[1] in md and "Written on: " in md
+
+
+def test_train_throughput_table(tmp_path, capsys):
+    """vitedge.benchmarks.train_throughput (rule `train_throughput`): one row per preset, the full loop's
+    rate against the model step's, written as the Markdown table the workflow keeps."""
+    import torch
+
+    from vitedge.benchmarks import train_throughput
+
+    md, threads = tmp_path / "tt.md", torch.get_num_threads()
+    try:
+        assert train_throughput.main(["--presets", "cnn-tiny-48", "vit-nano-48", "--batch", "8", "--steps", "1",
+                                      "--threads", "1", "--augment", "light", "--md", str(md)]) == 0
+    finally:
+        torch.set_num_threads(threads)  # the command sets the process-wide pool; later tests keep theirs
+    lines = md.read_text().splitlines()
+    assert lines[0].startswith("Training throughput (fp32, batch 8, 1 threads, augment light, 1 timed steps) on ")
+    assert lines[2] == "| preset | params | model-only img/s | full loop img/s | full / model-only |"
+    assert [line.split(" | ")[0] for line in lines[4:]] == ["| cnn-tiny-48", "| vit-nano-48"]
+    assert "cnn-tiny-48: model-only" in capsys.readouterr().out

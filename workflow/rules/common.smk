@@ -32,11 +32,6 @@ def model_json(name):
     return as_json(config["models"][name])
 
 
-def repo_script(*parts):
-    """A script of this repository (benchmarks/...), shell-quoted, beside the Snakefile."""
-    return shlex.quote(os.path.join(workflow.basedir, *parts))
-
-
 # Folders the commands take, derived from a job's own files (snakemake --lint: no run paths spelt in
 # shell commands; derived params are not provenance of their own, the files they come from are).
 def data_dir(wildcards, input):

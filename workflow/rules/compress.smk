@@ -63,9 +63,9 @@ INT8_ARTEFACTS = [out(f"artefacts/{model}/{fmt}-int8/meta.json") for model in QU
 
 
 rule compression_benchmark:
-    """fp32 vs int8 per format: accuracy, size, latency (benchmarks/compression.py prints the same table), and
-    what a user gains per runtime: int8 vs fp32 of the same runtime and every artefact vs torch eager fp32,
-    batch 1 and batch 32, 1 and 2 threads, measured in this job."""
+    """fp32 vs int8 per format: accuracy, size, latency (`python -m vitedge.benchmarks.compression` prints the
+    same table by hand), and what a user gains per runtime: int8 vs fp32 of the same runtime and every
+    artefact vs torch eager fp32, batch 1 and batch 32, 1 and 2 threads, measured in this job."""
     input:
         INT8_ARTEFACTS,
         # the fp32 artefacts the speed table compares with (export.smk's)
@@ -82,7 +82,7 @@ rule compression_benchmark:
         out("logs/compression_benchmark.log"),
     shell:
         # test accuracy of every artefact is in the report (validate); the quantiser's val gate is enough here
-        f"python {repo_script('benchmarks', 'compression.py')} --run {{params.run}} --split none --threads 1 2 "
+        "python -m vitedge.benchmarks.compression --run {params.run} --split none --threads 1 2 "
         "--bench-seconds 0.3 --md {output} > {log} 2>&1"
 
 

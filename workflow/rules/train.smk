@@ -81,8 +81,8 @@ rule train_throughput:
     log:
         out("logs/train_throughput.log"),
     shell:
-        f"python {repo_script('benchmarks', 'train_throughput.py')} --presets {{params.presets}} --threads {{threads}} --steps 6 "
-        f"--augment {{params.augment}} --md {{output}} > {{log}} 2>&1"
+        "python -m vitedge.benchmarks.train_throughput --presets {params.presets} --threads {threads} --steps 6 "
+        "--augment {params.augment} --md {output} > {log} 2>&1"
 
 
 ALL_TARGETS.append(out("reports/train_throughput.md"))

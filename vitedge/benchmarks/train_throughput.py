@@ -1,8 +1,8 @@
 """Training throughput per preset: the model step alone vs the full input path + step. A script, not a test.
 
-    python benchmarks/train_throughput.py [--presets hybrid-micro-48 cnn-small-48 ...] [--batch 128]
+    python -m vitedge.benchmarks.train_throughput [--presets hybrid-micro-48 cnn-small-48 ...] [--batch 128]
         [--steps 12] [--threads 2] [--augment strong] [--md reports/train_throughput.md]
-    python benchmarks/train_throughput.py --levers --presets cnn-small-48 hybrid-tiny-48   # CPU training levers
+    python -m vitedge.benchmarks.train_throughput --levers --presets cnn-small-48 hybrid-tiny-48   # CPU training levers
 
 `--levers`: the model-only step of each preset as it trains today (eager, NCHW) against
 `channels_last` memory format and `torch.compile` (Inductor, CPU), alone and together; compile time is
@@ -18,22 +18,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from vitedge.data import make_synthetic  # noqa: E402
-from vitedge.data.augment import BatchAugment, InMemoryBatches  # noqa: E402
-from vitedge.model import create_model  # noqa: E402
-from vitedge.preprocess import Preprocess  # noqa: E402
-from vitedge.sysinfo import describe, machine_info  # noqa: E402
-from vitedge.engine import param_groups  # noqa: E402
+from vitedge.data import make_synthetic
+from vitedge.data.augment import BatchAugment, InMemoryBatches
+from vitedge.engine import param_groups
+from vitedge.io import atomic_write_text
+from vitedge.model import create_model
+from vitedge.preprocess import Preprocess
+from vitedge.sysinfo import describe, machine_info
 
 DEFAULT_PRESETS = ["vit-nano-48", "vit-micro-48", "vit-tiny-48", "hybrid-micro-48", "hybrid-tiny-48",
                    "cnn-tiny-48", "cnn-small-48"]
@@ -138,7 +135,7 @@ def lever_lines(rows: list[dict], args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m vitedge.benchmarks.train_throughput", description=__doc__.splitlines()[0])
     p.add_argument("--presets", nargs="+", default=DEFAULT_PRESETS)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, default=12)
@@ -156,8 +153,6 @@ def main(argv: list[str] | None = None) -> int:
                              for r in measure_levers(preset, args.batch, args.steps, args.augment, train)], args)
         print("\n".join(lines))
         if args.md:
-            from vitedge.io import atomic_write_text
-
             atomic_write_text(args.md, "\n".join(lines) + "\n")
         return 0
     rows = []
@@ -177,8 +172,6 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print("\n".join(lines))
     if args.md:
-        from vitedge.io import atomic_write_text
-
         atomic_write_text(args.md, "\n".join(lines) + "\n")
     return 0
 

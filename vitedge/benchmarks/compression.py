@@ -1,6 +1,6 @@
 """fp32 vs int8, per format, on this machine: accuracy, size, latency. A script, not a test.
 
-    python benchmarks/compression.py --run results/default [--split test] [--md out.md]
+    python -m vitedge.benchmarks.compression --run results/default [--split test] [--md out.md]
 
 For every int8 artefact of a run (`<run>/artefacts/<model>/<format>-int8/`) it prints one row:
 
@@ -22,11 +22,21 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import numpy as np
+import torch
+
+from vitedge import runtimes
+from vitedge.artefact import read_meta
+from vitedge.bench import BenchConfig, available_cores, benchmark
+from vitedge.data import load_splits
+from vitedge.evaluate import predict_split
+from vitedge.io import atomic_write_text, write_json
+from vitedge.quantize.core import top1
+from vitedge.sysinfo import describe
 
 
 def _fmt(v, spec: str, scale: float = 1.0) -> str:
@@ -37,11 +47,6 @@ def _fmt(v, spec: str, scale: float = 1.0) -> str:
 def test_top1(path: Path, split_name: str, run: Path) -> float | None:
     """Top-1 of an artefact or checkpoint on a split of the run, through vitedge.runtimes (its own
     preprocessing); None where it cannot run here."""
-    from vitedge import runtimes
-    from vitedge.data import load_splits
-    from vitedge.evaluate import predict_split
-    from vitedge.quantize.core import top1
-
     try:
         rt = runtimes.load(path, runtime="auto", device="cpu", threads=1)
     except (runtimes.RuntimeUnavailable, runtimes.ArtefactError):
@@ -51,8 +56,6 @@ def test_top1(path: Path, split_name: str, run: Path) -> float | None:
 
 
 def rows(run: Path, split_name: str) -> list[dict]:
-    from vitedge.artefact import read_meta
-
     remeasure = split_name != "none"
     out = []
     for meta_path in sorted((run / "artefacts").glob("*/*-int8/meta.json")):
@@ -110,9 +113,6 @@ SPEED_RUNTIMES = {"checkpoint": ("torch eager", "torch", {}), "onnx": ("onnxrunt
 
 def speed_rows(run: Path, threads: list[int], batch: int = 32, seconds: float = 0.5) -> list[dict]:
     """Measure every artefact of every model of the run at each thread count (see module docstring)."""
-    from vitedge import runtimes
-    from vitedge.bench import BenchConfig, benchmark
-
     cfg = BenchConfig(warmup=10, warmup_seconds=0.1, min_iters=20, max_iters=2000, max_seconds=seconds,
                       time_cap=max(10.0, 4 * seconds), batch_sizes=(batch,), throughput_min_iters=3,
                       throughput_max_seconds=seconds)
@@ -137,8 +137,6 @@ def speed_rows(run: Path, threads: list[int], batch: int = 32, seconds: float = 
                     if rt is None or runtime != "torch":  # torch: one process-wide pool, set below (no recompile)
                         rt = runtimes.load(path, runtime=runtime, device="cpu", threads=t, **options)
                     if runtime == "torch":
-                        import torch
-
                         torch.set_num_threads(t)
                 except (runtimes.RuntimeUnavailable, runtimes.ArtefactError) as exc:
                     out.append({**row, "skipped": str(exc)})
@@ -165,11 +163,7 @@ def speed_rows(run: Path, threads: list[int], batch: int = 32, seconds: float = 
 
 def _bench_inputs(run: Path, rt, batch: int):
     """Real faces of the run's test split (preprocessed as the artefact says), else random inputs."""
-    import numpy as np
-
     try:
-        from vitedge.data import load_splits
-
         test = load_splits(run / "data", ("test",))["test"]
         return rt.preprocess(test.images[:max(batch, 64)])
     except (FileNotFoundError, ValueError, KeyError):
@@ -194,10 +188,8 @@ def speed_table(rs: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vitedge.sysinfo import describe
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", type=Path, default=REPO / "results" / "default", help="a workflow run folder")
+    p = argparse.ArgumentParser(prog="python -m vitedge.benchmarks.compression", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", type=Path, default=Path("results") / "default", help="a workflow run folder")
     p.add_argument("--split", default="test", choices=["val", "test", "none"],
                    help="split re-measured here through the runtimes; none: only the quantiser's val figures "
                         "(the workflow's report has every artefact's test accuracy)")
@@ -225,8 +217,6 @@ def main(argv: list[str] | None = None) -> int:
         "executorch at batch 1 (larger batches image by image).",
         f"Machine: {describe()}", ""])
     if not args.no_speed:
-        from vitedge.bench import available_cores
-
         threads = sorted({max(1, min(t, available_cores())) for t in args.threads})
         speed = speed_rows(args.run, threads, args.batch, args.bench_seconds)
         text += "\n".join([
@@ -239,20 +229,14 @@ def main(argv: list[str] | None = None) -> int:
             "ExecuTorch artefacts have a fixed batch of 1 (batches run image by image). Load average at the start: "
             f"{_load()}.", ""])
         if args.json:
-            from vitedge.io import write_json
-
             write_json(args.json, {"rows": speed, "threads": threads, "batch": args.batch, "machine": describe()})
     print(text)
     if args.md:
-        from vitedge.io import atomic_write_text
-
         atomic_write_text(args.md, text)
     return 0
 
 
 def _load() -> str:
-    import os
-
     try:
         return f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
     except (AttributeError, OSError):
