@@ -39,6 +39,7 @@ from vitedge.io import atomic_write_text, read_json, write_json  # noqa: E402
 from vitedge.model import create_model  # noqa: E402
 from vitedge.preprocess import Preprocess  # noqa: E402
 from vitedge.engine import evaluate  # noqa: E402
+from vitedge.validation_rows import load_result  # noqa: E402
 
 CONFIG = REPO / "workflow" / "config" / "fer2013-gpu.yaml"
 SHIPPED = REPO / "vitedge" / "assets" / "model" / "student.pt"
@@ -98,18 +99,18 @@ def gpu_table(returned: Path, dest: Path) -> None:
         if not src.is_file():
             continue
         shutil.copyfile(src, dest / src.name)
-        result = read_json(src)
-        lines += [f"## {model}: {result.get('status')}", "", f"Measured on {result.get('machine_line', '?')}; "
-                  f"{result.get('data', {}).get('n', '?')} held-out Training faces (the check slice).", "",
+        result = load_result(src)
+        lines += [f"## {model}: {result.status}", "", f"Measured on {result.machine_line or '?'}; "
+                  f"{result.data.n if result.data else '?'} held-out Training faces (the check slice).", "",
                   "| entry | status | top-1 % | agreement % | bs1 p50 ms | img/s at batch 32 / 256 |",
                   "|---|---|---:|---:|---:|---|"]
-        for row in result.get("rows", []):
-            if row["status"] != "ok":
-                lines.append(f"| {row['entry']} | {row['status']}: {row['reason']} | | | | |")
+        for row in result.rows:
+            if row.status != "ok":
+                lines.append(f"| {row.entry} | {row.status}: {row.reason} | | | | |")
                 continue
-            tput = " / ".join(f"{t['images_per_s']:,.0f}" for t in row.get("throughput", []))
-            lines.append(f"| {row['entry']} | ok | {100 * row['accuracy']['top1']:.2f} | "
-                         f"{100 * row['parity']['top1_agreement']:.2f} | {row['latency_ms']['p50']:.3f} | {tput} |")
+            tput = " / ".join(f"{t.images_per_s:,.0f}" for t in row.throughput or [])
+            lines.append(f"| {row.entry} | ok | {100 * row.accuracy.top1:.2f} | "
+                         f"{100 * row.parity.top1_agreement:.2f} | {row.latency_ms.p50:.3f} | {tput} |")
         lines.append("")
     atomic_write_text(dest / "gpu_validation.md", "\n".join(lines))
 

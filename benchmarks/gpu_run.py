@@ -92,6 +92,7 @@ from vitedge.preprocess import Preprocess  # noqa: E402
 from vitedge.sysinfo import describe, machine_info  # noqa: E402
 from vitedge.engine import TrainConfig, fit, seed_everything  # noqa: E402
 from vitedge.validate import format_row, validate  # noqa: E402
+from vitedge.validation_rows import ValidationResult  # noqa: E402
 
 
 class Tee:
@@ -366,15 +367,16 @@ def validate_gpu(args: Namespace, check_dir: Path, deadline: float) -> None:
             continue  # a given teacher's rows were measured by the run that trained it
         left = deadline - time.monotonic()
         if model == "teacher" and left < args.validate_reserve / 3:
-            write_json(dest, {"model": model, "target": "gpu", "status": "skipped", "rows": [],
-                              "reason": f"out of time: {left:.0f} s left of the run's budget"})
+            late = ValidationResult(model=model, format="checkpoint", precision="fp32", target="gpu",
+                                    reason=f"out of time: {left:.0f} s left of the run's budget")
+            write_json(dest, late.to_dict())
             continue
         ckpt = args.out / f"{model}.pt"
         result = validate(ckpt, ckpt, "gpu", check_dir, bench=bench)
-        result["model"] = model
-        result["data_note"] = "the check slice: FER-2013 Training images held out of training and of selection"
-        write_json(dest, result)
-        for row in result["rows"]:
+        result.model = model
+        result.data_note = "the check slice: FER-2013 Training images held out of training and of selection"
+        write_json(dest, result.to_dict())
+        for row in result.rows:
             say(format_row(result, row))
 
 

@@ -23,7 +23,7 @@ MAX_FUNCTION_LINES = 80
 LAYERS: dict[int, tuple[str, tuple[str, ...]]] = {
     0: ("base", ("vitedge", "io", "torch_io", "sysinfo", "preprocess", "batching", "configs", "defaults",
                  "ort_session", "bench", "metrics")),
-    1: ("contract", ("artefact", "hosts", "targets", "pt2")),
+    1: ("contract", ("artefact", "hosts", "targets", "pt2", "validation_rows")),
     2: ("models & data", ("model", "cnn", "checkpoints", "losses",
                           "data", "data.splits", "data.fer2013", "data.synthetic", "data.datasets", "data.augment",
                           "data.datacard",
@@ -38,7 +38,7 @@ LAYERS: dict[int, tuple[str, tuple[str, ...]]] = {
                       "quantize", "quantize.core", "quantize.onnx", "quantize.coreml", "quantize.litert",
                       "quantize.pt2e")),
     5: ("measurement & app libraries", ("evaluate", "validate", "peers",
-                                        "report", "report.cli", "report.gates", "report.tables", "report.summary",
+                                        "report", "report.cli", "report.verdicts", "report.tables", "report.summary",
                                         "report.html", "report.markdown", "report.plots", "report.write",
                                         "video")),
     6: ("commands & apps", ("stages", "finetune", "infer", "web", "web.server", "web.__main__",

@@ -60,9 +60,11 @@ TYPOS = [
     (("models", "student", "overrides", "distiled"), True),
     (("models", "teacher", "overrides", "embed_dim"), 64),  # a ViT field on the CNN teacher
     (("models", "student", "preprocess", "meen"), 0.5),
-    (("validate", "gates", "max_acuracy_drop"), 0.1),
-    (("validate", "gates", "by_precision", "int8", "min_agrement"), 0.9),
-    (("validate", "gates", "by_precision", "int4"), {}),
+    (("validate", "budgets", "max_drop_pts"), 1.0),
+    (("validate", "budgets", "max_accuracy_drop"), 0.02),  # the old name (a fraction): refused, not misread
+    (("validate", "budgets", "by_precision", "int8", "min_agrement"), 0.9),
+    (("validate", "budgets", "by_precision", "int4"), {}),
+    (("validate", "gates"), {}),
     (("validate", "bench", "max_second"), 1.0),
     (("data", "per_clas"), 10),
     (("compute", "nproc"), 2),
@@ -123,7 +125,7 @@ def test_the_schema_fills_in_what_the_rules_read():
     assert e["models"] == ["student"] and e["formats"] == ["onnx", "ort", "executorch", "coreml-fp16", "tensorrt-fp16"]
     assert e["tensorrt"] == {"when": "auto"}
     assert all(e[f] == {} for f in DEFS["export_format"]["enum"] if f != "tensorrt")
-    assert cfg["validate"] == {"targets": ["cpu", "gpu", "mobile"], "gates": {}, "bench": {}, "limit": 0,
+    assert cfg["validate"] == {"targets": ["cpu", "gpu", "mobile"], "budgets": {}, "bench": {}, "limit": 0,
                                "peers": ["fer"]}
     assert cfg["report"] == {"title": "vitedge validation report: {run}"}
 
@@ -165,11 +167,11 @@ def test_formats_and_precisions_are_vitedges():
     # export.formats strings: <export format>[-<precision>]
     pattern = PROPS["export"]["properties"]["formats"]["items"]["oneOf"][0]["pattern"]
     assert pattern == f"^({'|'.join(DEFS['export_format']['enum'])})(-({'|'.join(PRECISIONS)}))?$"
-    # per-format sections: one per int8 backend / exported format, one gate per precision
+    # per-format sections: one per int8 backend / exported format, one budget per precision
     layout = {"models", "formats"}
     assert set(PROPS["quantize"]["properties"]) - layout == set(BACKENDS)
     assert set(PROPS["export"]["properties"]) - layout == set(DEFS["export_format"]["enum"])
-    by_precision = PROPS["validate"]["properties"]["gates"]["properties"]["by_precision"]
+    by_precision = PROPS["validate"]["properties"]["budgets"]["properties"]["by_precision"]
     assert list(by_precision["properties"]) == list(PRECISIONS)
 
 
@@ -184,6 +186,7 @@ def test_stage_and_model_fields_are_the_dataclasses():
     from vitedge.pretrain import PretrainConfig
     from vitedge.quantize import QuantizeConfig
     from vitedge.engine import TrainConfig
+    from vitedge.validation_rows import Budgets, Limits
 
     train = set(DEFS["train"]["properties"])
     assert train == field_names(TrainConfig)
@@ -192,6 +195,10 @@ def test_stage_and_model_fields_are_the_dataclasses():
     assert train | set(PROPS["distill"]["properties"]) == field_names(DistillConfig)
     assert set(DEFS["quantize_options"]["properties"]) == field_names(QuantizeConfig)
     assert set(PROPS["validate"]["properties"]["bench"]["properties"]) == field_names(BenchConfig)
+    # validate.budgets: one precision's limits, and the defaults with the per-precision overrides
+    assert set(DEFS["budget_fields"]["properties"]) == field_names(Limits)
+    budgets = PROPS["validate"]["properties"]["budgets"]
+    assert set(DEFS["budget_fields"]["properties"]) | set(budgets["properties"]) == field_names(Budgets)
     assert set(DEFS["vit_overrides"]["properties"]) == field_names(ViTConfig)
     assert set(DEFS["cnn_overrides"]["properties"]) == field_names(CNNConfig, "arch")  # arch: the model's own key
     assert set(DEFS["model"]["properties"]["preprocess"]["properties"]) == field_names(Preprocess, "img_size")
@@ -202,7 +209,7 @@ def test_stage_and_model_fields_are_the_dataclasses():
 def test_every_object_refuses_unknown_keys():
     """additionalProperties: false on every object with properties (unevaluatedProperties: false where
     the object combines $ref with its own properties); the $defs such objects build on are exempt."""
-    open_defs = {"train", "quantize_options", "gate_fields"}  # completed where they are used
+    open_defs = {"train", "quantize_options", "budget_fields"}  # completed where they are used
 
     def walk(node, where):
         if isinstance(node, dict):

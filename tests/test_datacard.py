@@ -289,6 +289,7 @@ def test_class_padded_in_train_only_warns(clean):
 
 def test_write_datacard_files_and_report_section(clean, tmp_path):
     from vitedge.report import main as report_main
+    from vitedge.validation_rows import ValidationResult
 
     card = make_datacard(with_train(clean, blur(clean["train"].images)), {"kind": "synthetic"})
     run = tmp_path / "run"
@@ -299,9 +300,9 @@ def test_write_datacard_files_and_report_section(clean, tmp_path):
     for row in ("| train |", "| val |", "| test |", f"| {EVAL} |"):
         assert row in md
 
-    result = {"schema": "vitedge-validation/1", "model": "student", "format": "onnx", "precision": "fp32",
-              "target": "cpu", "status": "skipped", "reason": "not here", "rows": [], "machine_line": "test"}
-    (tmp_path / "v.json").write_text(json.dumps(result))
+    result = ValidationResult(model="student", format="onnx", precision="fp32", target="cpu", status="skipped",
+                              reason="not here", machine_line="test")
+    (tmp_path / "v.json").write_text(json.dumps(result.to_dict()))
     # the card is found in the run folder (--out-dir's parent), as the workflow lays it out
     assert report_main(["write", str(tmp_path / "v.json"), "--out-dir", str(run / "report")]) == 0
     html = (run / "report" / "index.html").read_text()

@@ -25,6 +25,7 @@ from vitedge.data.augment import BatchAugment, InMemoryBatches
 from vitedge.data.fer2013 import pack_images, read_pack
 from vitedge.model import create_model
 from vitedge.preprocess import Preprocess
+from vitedge.validation_rows import load_result
 
 REPO = Path(__file__).resolve().parents[1]
 RETURNED_FILE_LIMIT = 16 * 2**20  # the GPU machine returns at most 8 files of 16 MiB each
@@ -115,11 +116,11 @@ def test_smoke_run_writes_what_a_gpu_run_returns(smoke_out):
         assert plan["epochs"] == summary["train_config"]["epochs"] == len(summary["history"]) == 2
     assert teacher["gpu_run"]["probes"][0]["img_per_s"] > 0
     for model in ("student", "teacher"):
-        result = json.loads((out / f"validation-{model}-gpu.json").read_text())
-        assert result["target"] == "gpu" and result["status"] == "skipped"
-        assert [r["entry"] for r in result["rows"]] == ["torch eager", "torch eager fp16", "torch eager bf16",
-                                                        "torch.compile fp16"]
-        assert all(r["status"] == "skipped" and "CUDA" in r["reason"] for r in result["rows"])
+        result = load_result(out / f"validation-{model}-gpu.json")  # strict: what gpu_import reads
+        assert result.target == "gpu" and result.status == "skipped"
+        assert [r.entry for r in result.rows] == ["torch eager", "torch eager fp16", "torch eager bf16",
+                                                  "torch.compile fp16"]
+        assert all(r.status == "skipped" and "CUDA" in r.reason for r in result.rows)
     for model in ("teacher", "student"):  # what comes back loads as a workflow checkpoint
         checkpoints.load_model(out / f"{model}.pt")
     assert "done:" in (out / "gpu_run.log").read_text()

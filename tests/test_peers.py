@@ -250,9 +250,9 @@ def test_peers_command_and_report(tiny, tmp_path, synthetic_splits, monkeypatch)
     assert [r["target"] for r in doc["results"]] == ["cpu"]  # the gpu target runs no onnx-fp32
     (r,) = doc["results"]
     row = r["rows"][0]
-    assert row["status"] == "ok" and row["accuracy"]["n"] == 20 and "gate" not in row
+    assert row["status"] == "ok" and row["accuracy"]["n"] == 20 and "verdict" not in row
     assert row["parity"]["top1_agreement"] == 1.0 and r["peer"]["package"] == "fer"
-    # the report: a reference point in the model table and the plot's key, never in the matrix or the gate
+    # the report: a reference point in the model table and the plot's key, never in the matrix or the verdict
     sys.path.insert(0, str(REPO / "tests"))
     from test_report import build_results
 
@@ -273,14 +273,14 @@ def test_report_speedups_per_runtime():
 
     from vitedge.report import flatten, speedups
 
-    rows = {(r["model"], r["entry"], r["precision"]): r for r in speedups(flatten(build_results()))}
+    rows = {(r.model, r.entry, r.precision): r for r in speedups(flatten(build_results()))}
     int8 = rows[("student", "onnxruntime", "int8")]
-    assert int8["vs_fp32_bs1"] == pytest.approx(0.6 / 0.4)  # against onnxruntime fp32 of the same model
-    assert int8["vs_eager_bs1"] == pytest.approx(1.5 / 0.4)  # against the student's torch eager fp32
-    assert int8["vs_fp32_batch"] == pytest.approx(int8["throughput_ips"] / rows[("student", "onnxruntime", "fp32")][
-        "throughput_ips"])
+    assert int8.vs_fp32_bs1 == pytest.approx(0.6 / 0.4)  # against onnxruntime fp32 of the same model
+    assert int8.vs_eager_bs1 == pytest.approx(1.5 / 0.4)  # against the student's torch eager fp32
+    assert int8.vs_fp32_batch == pytest.approx(int8.throughput_ips / rows[("student", "onnxruntime", "fp32")]
+                                               .throughput_ips)
     # mobile has no eager row: the CPU's eager row with the same thread count is the reference
-    assert rows[("student", "ExecuTorch XNNPACK", "fp32")]["vs_eager_bs1"] == pytest.approx(1.5 / 0.9)
+    assert rows[("student", "ExecuTorch XNNPACK", "fp32")].vs_eager_bs1 == pytest.approx(1.5 / 0.9)
 
 
 @pytest.mark.fer2013

@@ -168,7 +168,7 @@ def test_tiny_config_end_to_end_every_rule_a_slurm_job(tmp_path, cluster):
     out = wd / "results" / "tiny"
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     assert (out / "report" / "report.md").is_file() and (out / "report" / "index.html").is_file()
-    assert metrics["gate"]["passed"] is True
+    assert metrics["verdict"]["passed"] is True
 
     jobids = SUBMITTED.findall(log)
     rows = sacct(jobids)

@@ -1,4 +1,4 @@
-"""vitedge.validate and vitedge.targets: rows for runnable, absent and broken runtimes; gates; the CLI.
+"""vitedge.validate and vitedge.targets: rows for runnable, absent and broken runtimes; budgets; the CLI.
 
 A randomly initialised vit-micro-48 is enough: parity and the row logic do not care whether the
 model is any good, and it keeps every test a few seconds on 2 cores.
@@ -14,7 +14,8 @@ import yaml
 
 from vitedge.bench import BenchConfig
 from vitedge.targets import Target, artefact_spec, load_target, matrix, unmet
-from vitedge.validate import Gates, main, unbuilt, validate
+from vitedge.validate import Budgets, main, unbuilt, validate
+from vitedge.validation_rows import Parity, ValidationResult, ValidationRow
 
 # as little timing as still exercises the protocol
 QUICK = {"warmup": 1, "warmup_seconds": 0.0, "min_iters": 3, "max_iters": 3, "max_seconds": 0.05,
@@ -44,20 +45,23 @@ def write_target(path, entries, **top):
 
 def test_checkpoint_row_is_its_own_reference(workdir):
     r = validate(workdir / "student.pt", workdir / "student.pt", "cpu", workdir / "data", bench=QUICK, limit=LIMIT)
-    assert (r["model"], r["format"], r["precision"], r["target"]) == ("student", "checkpoint", "fp32", "cpu")
-    assert r["status"] == "ok" and r["gate"]["passed"] is True
-    (row,) = r["rows"]
-    assert row["status"] == "ok" and row["runtime"] == "torch"
-    assert row["parity"]["top1_agreement"] == 1.0 and row["parity"]["max_abs_delta"] == 0.0
-    assert row["accuracy_drop"] == 0.0 and row["accuracy"]["n"] == LIMIT
-    assert len(row["accuracy"]["confusion"]) == 7 and "per_class" in row["accuracy"]
-    lat = row["latency_ms"]
-    assert lat["n"] == 3 and lat["warmup"] == 1 and lat["p50"] <= lat["p99"]
-    assert [t["batch"] for t in row["throughput"]] == [4]
-    assert row["memory"]["peak_delta_mb"] >= 0 and row["size_bytes"] > 0
-    assert row["threads"] >= 1 and row["runtime_info"]["version"] == torch.__version__
-    assert r["machine"]["cpu"]["cores"] >= 1 and r["machine_line"]
-    assert r["data"]["n"] == LIMIT and len(r["data"]["sha256"]) == 64
+    assert (r.model, r.format, r.precision, r.target) == ("student", "checkpoint", "fp32", "cpu")
+    assert r.status == "ok" and r.verdict.passed is True
+    (row,) = r.rows
+    assert row.status == "ok" and row.runtime == "torch"
+    assert row.parity.top1_agreement == 1.0 and row.parity.max_abs_delta == 0.0
+    assert row.drop_points == 0.0 and row.accuracy.n == LIMIT
+    assert len(row.accuracy.confusion) == 7 and len(row.accuracy.per_class) == 7
+    lat = row.latency_ms
+    assert lat.n == 3 and lat.warmup == 1 and lat.p50 <= lat.p99
+    assert [t.batch for t in row.throughput] == [4]
+    assert row.memory.peak_delta_mb >= 0 and row.size_bytes > 0
+    assert row.threads >= 1 and row.runtime_info["version"] == torch.__version__
+    assert r.machine["cpu"]["cores"] >= 1 and r.machine_line
+    assert r.data.n == LIMIT and len(r.data.sha256) == 64
+    assert row.verdict.limits.max_drop_points == Budgets().max_drop_points  # the default budgets, in points
+    # what is written reads back as it was
+    assert ValidationResult.from_dict(json.loads(json.dumps(r.to_dict()))) == r
 
 
 def test_onnx_row_matches_reference(workdir):
@@ -68,23 +72,24 @@ def test_onnx_row_matches_reference(workdir):
     art = workdir / "artefacts" / "student" / "onnx-fp32"
     assert meta["format"] == "onnx"
     r = validate(art, workdir / "student.pt", "cpu", workdir / "data", bench=QUICK, limit=LIMIT)
-    (row,) = r["rows"]
-    assert (r["format"], r["precision"], row["runtime"], row["status"]) == ("onnx", "fp32", "onnx", "ok")
-    assert row["parity"]["top1_agreement"] == 1.0
-    assert row["parity"]["max_abs_delta"] < 1e-3 and row["parity"]["kl"] < 1e-6
-    assert abs(row["accuracy_drop"]) < 1e-9 and row["gate"]["passed"]
+    (row,) = r.rows
+    assert (r.format, r.precision, row.runtime, row.status) == ("onnx", "fp32", "onnx", "ok")
+    assert row.parity.top1_agreement == 1.0
+    assert row.parity.max_abs_delta < 1e-3 and row.parity.kl < 1e-6
+    assert abs(row.drop_points) < 1e-7 and row.verdict.passed
     # a target that does not run onnx: no rows, and it says why
     r = validate(art, workdir / "student.pt", "gpu", workdir / "data", bench=QUICK, limit=LIMIT)
-    assert r["rows"] == [] and r["status"] == "skipped" and "runs none of its entries" in r["reason"]
+    assert r.rows == [] and r.status == "skipped" and "runs none of its entries" in r.reason
 
 
 def test_gpu_target_is_skipped_without_cuda(workdir):
     if torch.cuda.is_available():
         pytest.skip("this host has CUDA: the gpu target runs")
     r = validate(workdir / "student.pt", workdir / "student.pt", "gpu", workdir / "data", bench=QUICK, limit=LIMIT)
-    assert r["status"] == "skipped" and len(r["rows"]) >= 2  # eager fp32, fp16, ...
-    assert all(row["status"] == "skipped" and "CUDA" in row["reason"] for row in r["rows"])
-    assert r["gate"]["passed"] is None and "data" not in r  # nothing loaded for a target that cannot run
+    assert r.status == "skipped" and len(r.rows) >= 2  # eager fp32, fp16, ...
+    assert all(row.status == "skipped" and "CUDA" in row.reason for row in r.rows)
+    assert r.verdict.passed is None and r.data is None  # nothing loaded for a target that cannot run
+    assert "data" not in r.to_dict() and "accuracy" not in r.to_dict()["rows"][0]  # unset: left out of the JSON
 
 
 def test_rows_for_ok_skipped_failed_and_unsupported_options(workdir, tmp_path):
@@ -96,42 +101,48 @@ def test_rows_for_ok_skipped_failed_and_unsupported_options(workdir, tmp_path):
         {"name": "bf16", "artefacts": ["checkpoint-fp32"], "runtime": "torch", "options": {"dtype": "bf16"}},
     ], threads=1)
     r = validate(workdir / "student.pt", workdir / "student.pt", target, workdir / "data", bench=QUICK, limit=LIMIT)
-    rows = {row["entry"]: row for row in r["rows"]}
-    assert rows["eager"]["status"] == "ok" and rows["eager"]["threads"] == 1
-    assert rows["plan9 only"]["status"] == "skipped" and "Plan9" in rows["plan9 only"]["reason"]
-    assert rows["wrong runtime"]["status"] == "failed" and "onnx" in rows["wrong runtime"]["reason"]
-    assert rows["half"]["status"] == "skipped" and "no_such_option" in rows["half"]["reason"]
+    rows = {row.entry: row for row in r.rows}
+    assert rows["eager"].status == "ok" and rows["eager"].threads == 1
+    assert rows["plan9 only"].status == "skipped" and "Plan9" in rows["plan9 only"].reason
+    assert rows["wrong runtime"].status == "failed" and "onnx" in rows["wrong runtime"].reason
+    assert rows["half"].status == "skipped" and "no_such_option" in rows["half"].reason
     # a runtime option that changes the arithmetic: its own precision, compared with the fp32 reference
     bf16 = rows["bf16"]
-    assert bf16["status"] == "ok" and bf16["precision"] == "bf16" and bf16["artefact_precision"] == "fp32"
-    assert 0 < bf16["parity"]["max_abs_delta"] < 0.5 and bf16["runtime_info"]["dtype"] == "bfloat16"
-    # one failed row fails the file and its gate, with the reason
-    assert r["status"] == "failed" and r["gate"]["passed"] is False
-    assert any(f.startswith("wrong runtime: failed:") for f in r["gate"]["failures"])
+    assert bf16.status == "ok" and bf16.precision == "bf16" and bf16.artefact_precision == "fp32"
+    assert 0 < bf16.parity.max_abs_delta < 0.5 and bf16.runtime_info["dtype"] == "bfloat16"
+    # one failed row fails the file and its verdict, with the reason
+    assert r.status == "failed" and r.verdict.passed is False
+    assert any(f.startswith("wrong runtime: failed:") for f in r.verdict.failures)
 
 
-def test_impossible_gate_fails_cli_but_json_is_written(workdir, tmp_path, capsys):
+def test_impossible_budget_fails_cli_but_json_is_written(workdir, tmp_path, capsys):
     out = tmp_path / "v.json"
     args = ["--artefact", str(workdir / "student.pt"), "--reference", str(workdir / "student.pt"), "--target", "cpu",
             "--data", str(workdir / "data"), "--out", str(out), "--limit", str(LIMIT),
             "--bench-json", json.dumps(QUICK),
-            "--gates-json", json.dumps({"min_agreement": 1.01, "max_accuracy_drop": None})]
+            "--budgets-json", json.dumps({"min_agreement": 1.01, "max_drop_points": None})]
     assert main(args) == 1
-    r = json.loads(out.read_text())
-    assert r["status"] == "ok" and r["gate"]["passed"] is False
-    assert "agreement 100.00% < 101.00% required" in r["gate"]["failures"][0]
-    assert "GATE FAILED" in capsys.readouterr().out
+    r = ValidationResult.from_dict(json.loads(out.read_text()))
+    assert r.status == "ok" and r.verdict.passed is False
+    assert "agreement 100.00% < 101.00% required" in r.verdict.failures[0]
+    assert "OVER BUDGET" in capsys.readouterr().out
     assert main(args + ["--exit-zero"]) == 0  # the workflow's mode: record, fail at the end
 
 
-def test_gates_per_precision():
-    g = Gates.from_dict({"max_accuracy_drop": 0.01, "min_agreement": 0.99,
-                         "by_precision": {"int8": {"max_accuracy_drop": 0.05}}})
-    row = {"precision": "int8", "accuracy_drop": 0.03, "parity": {"top1_agreement": 0.995}}
-    assert g.check(row)["passed"]
-    assert not g.check({**row, "precision": "fp32"})["passed"]
-    with pytest.raises(ValueError, match="unknown gate"):
-        Gates.from_dict({"max_drop": 0.1})
+def test_budgets_per_precision_in_points():
+    b = Budgets.from_dict({"max_drop_points": 1.0, "min_agreement": 0.99,
+                           "by_precision": {"int8": {"max_drop_points": 5.0}}})
+    row = ValidationRow(entry="e", runtime="onnx", device="cpu", precision="int8", artefact_precision="int8",
+                        status="ok", drop_points=3.0, parity=Parity(top1_agreement=0.995, max_abs_delta=0.1,
+                                                                    mean_abs_delta=0.01, kl=0.001))
+    verdict = b.check(row)
+    assert verdict.passed and verdict.limits.max_drop_points == 5.0 and verdict.limits.min_agreement == 0.99
+    row.precision = "fp32"
+    assert b.check(row).failures == ["top-1 drop 3.00 pts > 1.00 allowed"]
+    with pytest.raises(ValueError, match="unknown budget"):
+        Budgets.from_dict({"max_drop": 0.1})
+    with pytest.raises(ValueError, match="unknown budget"):  # the old name, a fraction: refused, never misread
+        Budgets.from_dict({"max_accuracy_drop": 0.02})
 
 
 def test_shipped_targets_load_and_agree_with_matrix():
@@ -149,13 +160,13 @@ def test_shipped_targets_load_and_agree_with_matrix():
 def test_unbuilt_artefact_gets_skipped_rows(tmp_path, capsys):
     gpu = REPO / "runtimes" / "gpu.yaml"
     result = unbuilt("student", "tensorrt", "fp16", gpu, "TensorRT is not installed")
-    assert result["rows"] and result["status"] == "skipped" and result["gate"]["passed"] is None
-    assert all(r["reason"] == "not built: TensorRT is not installed" for r in result["rows"])
+    assert result.rows and result.status == "skipped" and result.verdict.passed is None
+    assert all(r.reason == "not built: TensorRT is not installed" for r in result.rows)
     out = tmp_path / "v.json"
     assert main(["--artefact", "none", "--unbuilt", "student:tensorrt-fp16:no GPU: none here", "--reference", "x.pt",
                  "--target", str(gpu), "--data", str(tmp_path), "--out", str(out)]) == 0
-    written = json.loads(out.read_text())
-    assert written["format"] == "tensorrt" and written["rows"][0]["reason"] == "not built: no GPU: none here"
+    written = ValidationResult.from_dict(json.loads(out.read_text()))
+    assert written.format == "tensorrt" and written.rows[0].reason == "not built: no GPU: none here"
     assert "skipped: not built" in capsys.readouterr().out
 
 

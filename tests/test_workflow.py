@@ -1,9 +1,9 @@
-"""The whole Snakemake workflow on a tiny config: data -> ... -> validate -> report -> gate.
+"""The whole Snakemake workflow on a tiny config: data -> ... -> validate -> report -> check_budgets.
 
 One run (a copy of the workflow in a temporary folder, the package from this checkout), then
 checks in order, each building on the last: the report has a row for every artefact x target
 (skips included) and plots that open; a dry rerun has nothing to do; deleting one artefact
-rebuilds only what depends on it; an impossible gate fails the run *after* the report is written.
+rebuilds only what depends on it; an impossible budget fails the run *after* the report is written.
 It is one test, not several, so pytest-xdist cannot split the steps across workers (each would
 pay for its own run).
 """
@@ -46,9 +46,9 @@ def tiny_config() -> dict:
     if isinstance(cfg.get("quantize"), dict):
         # dynamic int8 needs no calibration pass; an untrained model may lose anything
         cfg["quantize"].update(formats=QUANTIZE_FORMATS, method="dynamic", calibration=32, max_drop=100.0)
-    # tiny untrained models: gate nothing here (the last step sets an impossible gate on purpose)
+    # tiny untrained models: no budget binds here (the last step sets an impossible one on purpose)
     cfg["validate"] = {**cfg.get("validate", {}), "targets": ["cpu", "gpu", "mobile"], "bench": QUICK_BENCH,
-                       "limit": 60, "gates": {"max_accuracy_drop": 1.0, "min_agreement": 0.0}}
+                       "limit": 60, "budgets": {"max_drop_points": 100.0, "min_agreement": 0.0}}
     return cfg
 
 
@@ -85,7 +85,7 @@ def test_workflow_end_to_end(tmp_path):
     check_report_has_every_artefact_target_pair(tmp_path)
     check_rerun_has_nothing_to_do(tmp_path)
     check_deleting_one_artefact_rebuilds_only_its_dependants(tmp_path)
-    check_impossible_gate_fails_after_the_report(tmp_path)
+    check_impossible_budget_fails_after_the_report(tmp_path)
 
 
 def check_report_has_every_artefact_target_pair(workflow: Path) -> None:
@@ -117,7 +117,7 @@ def check_report_has_every_artefact_target_pair(workflow: Path) -> None:
         trt_rows = [r for r in metrics["rows"] if r["format"] == "tensorrt"]
         assert trt_rows and all(r["status"] == "skipped" and "not built" in r["reason"] for r in trt_rows), trt_rows
     assert (out / "reports" / "compression.md").is_file()  # the benchmark runs in the workflow
-    assert metrics["gate"]["passed"] is True and (out / "report" / "gate.json").is_file()
+    assert metrics["verdict"]["passed"] is True and (out / "report" / "verdict.json").is_file()
     assert (out / "report" / "report.md").is_file() and (out / "report" / "metrics.csv").is_file()
     pngs = list((out / "report").glob("*.png"))
     assert any(p.name == "pareto-cpu.png" for p in pngs)
@@ -140,24 +140,24 @@ def check_deleting_one_artefact_rebuilds_only_its_dependants(workflow: Path) -> 
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = planned_jobs(proc)
     # the .ort export, its one validation (mobile), the compression benchmark (it compares every fp32
-    # artefact with its int8 form), the report and the gate; no training, no other export
-    assert jobs.get("validate") == 1 and jobs.get("report") == 1 and jobs.get("gate") == 1, jobs
+    # artefact with its int8 form), the report and the budget check; no training, no other export
+    assert jobs.get("validate") == 1 and jobs.get("report") == 1 and jobs.get("check_budgets") == 1, jobs
     assert not {"data", "pretrain", "finetune", "distill"} & set(jobs), jobs
     assert sum(jobs.values()) <= 6, jobs
     proc = snakemake(workflow, "all")  # put it back for the tests that follow
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def check_impossible_gate_fails_after_the_report(workflow: Path) -> None:
+def check_impossible_budget_fails_after_the_report(workflow: Path) -> None:
     cfg = yaml.safe_load((workflow / "tiny.yaml").read_text())
-    cfg["validate"]["gates"] = {"max_accuracy_drop": -1.0, "min_agreement": None}  # must gain 100 points: never
+    cfg["validate"]["budgets"] = {"max_drop_points": -100.0, "min_agreement": None}  # must gain 100 points: never
     (workflow / "tiny.yaml").write_text(yaml.safe_dump(cfg))
     report = workflow / "results" / RUN / "report" / "index.html"
     before = report.stat().st_mtime
     proc = snakemake(workflow, "all")
     assert proc.returncode != 0
-    assert "GATE FAILED" in proc.stdout + proc.stderr
-    assert report.stat().st_mtime > before  # rewritten with the new verdicts before the gate failed
+    assert "OVER BUDGET" in proc.stdout + proc.stderr
+    assert report.stat().st_mtime > before  # rewritten with the new verdicts before the check failed
     metrics = json.loads((report.parent / "metrics.json").read_text())
-    assert metrics["gate"]["passed"] is False and metrics["gate"]["failures"]
-    assert not (report.parent / "gate.json").exists()
+    assert metrics["verdict"]["passed"] is False and metrics["verdict"]["failures"]
+    assert not (report.parent / "verdict.json").exists()

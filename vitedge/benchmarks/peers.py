@@ -33,7 +33,8 @@ from vitedge.peers import FER_PREPROCESS, export_peer, fer_model
 from vitedge.quantize.core import torch_predict
 from vitedge.sysinfo import describe
 from vitedge.targets import load_target
-from vitedge.validate import Gates, Reference, validate
+from vitedge.validate import Budgets, Reference, validate
+from vitedge.validation_rows import ValidationResult, Verdict
 
 SCHEMA = "vitedge-peers/1"
 PEERS = ("fer",)
@@ -51,13 +52,13 @@ def measure_fer(data: Path, artefacts: Path, targets: list, bench: dict, limit: 
     for target in targets:
         if not target.accepts("onnx", "fp32"):
             continue
-        result = validate(art, ref, target, data, bench=bench, gates=Gates(None, None), limit=limit)
-        # a peer is a reference point, not a deliverable: no gate verdict
-        for row in result["rows"]:
-            row.pop("gate", None)
-        result["gate"] = {"passed": None, "failures": []}
-        result["peer"] = {**info["peer"], "artefact": str(art), "export_parity": meta.get("verification", {})}
-        out.append(result)
+        result = validate(art, ref, target, data, bench=bench, budgets=Budgets(None, None), limit=limit)
+        # a peer is a reference point, not a deliverable: no verdict against budgets
+        for row in result.rows:
+            row.verdict = None
+        result.verdict = Verdict(None)
+        result.peer = {**info["peer"], "artefact": str(art), "export_parity": meta.get("verification", {})}
+        out.append(result.to_dict())
     return out
 
 
@@ -96,15 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for r in doc["results"]:
-        for row in r["rows"]:
-            if row["status"] == "ok":
-                print(f"{r['model']} @ {r['target']} [{row['entry']}, {row['threads']} thread(s)]: "
-                      f"test top-1 {100 * row['accuracy']['top1']:.2f}% (n={row['accuracy']['n']}), "
-                      f"p50 bs1 {row['latency_ms']['p50']:.3f} ms, agreement with its PyTorch port "
-                      f"{100 * row['parity']['top1_agreement']:.2f}%, max|Δ| {row['parity']['max_abs_delta']:.2g}")
+    for r in map(ValidationResult.from_dict, doc["results"]):
+        for row in r.rows:
+            if row.status == "ok":
+                print(f"{r.model} @ {r.target} [{row.entry}, {row.threads} thread(s)]: "
+                      f"test top-1 {100 * row.accuracy.top1:.2f}% (n={row.accuracy.n}), "
+                      f"p50 bs1 {row.latency_ms.p50:.3f} ms, agreement with its PyTorch port "
+                      f"{100 * row.parity.top1_agreement:.2f}%, max|Δ| {row.parity.max_abs_delta:.2g}")
             else:
-                print(f"{r['model']} @ {r['target']} [{row['entry']}]: {row['status']}: {row['reason']}")
+                print(f"{r.model} @ {r.target} [{row.entry}]: {row.status}: {row.reason}")
     for s in doc["skipped"]:
         print(f"{s['name']}: skipped: {s['reason']}")
     print(f"-> {args.out}")

@@ -1,4 +1,4 @@
-"""`python -m vitedge.report write|gate ...`: the entry point; the commands are in vitedge.report.cli."""
+"""`python -m vitedge.report write|check ...`: the entry point; the commands are in vitedge.report.cli."""
 import sys
 
 from vitedge.report.cli import main

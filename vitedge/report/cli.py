@@ -1,4 +1,5 @@
-"""The command line of vitedge.report: `write` (all report files) and `gate` (the workflow's last step).
+"""The command line of vitedge.report: `write` (all report files) and `check` (every row within budget? the
+workflow's last step).
 
 It lives here rather than in __main__.py so that `from vitedge.report import main` works without
 importing vitedge.report.__main__ as a plain module, which would make `python -m vitedge.report` warn
@@ -10,8 +11,8 @@ import argparse
 from pathlib import Path
 
 from vitedge.io import read_json
-from vitedge.report.gates import run_gate
 from vitedge.report.tables import load_results
+from vitedge.report.verdicts import run_check
 from vitedge.report.write import write_report
 
 DESCRIPTION = ("The validation report: every (artefact, target) result in one page people read and files "
@@ -28,11 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--datacard", type=Path,
                    help="data/datacard.json from vitedge.data (default: <out-dir>/../data/datacard.json, if there)")
     w.add_argument("--title", default="vitedge validation report")
-    w.add_argument("--peers", type=Path, help="reports/peers.json from benchmarks/peers.py (optional)")
-    g = sub.add_parser("gate", help="exit 1, listing every failure, if any row failed or missed a gate")
-    g.add_argument("validation", nargs="+", type=Path)
-    g.add_argument("--report", help="where the report is, to point people at it")
-    g.add_argument("--out", type=Path, help="on success, write the verdict here (a workflow target)")
+    w.add_argument("--peers", type=Path, help="reports/peers.json from vitedge.benchmarks.peers (optional)")
+    c = sub.add_parser("check", help="exit 1, listing every failure, if any row failed or is over its budgets")
+    c.add_argument("validation", nargs="+", type=Path)
+    c.add_argument("--report", help="where the report is, to point people at it")
+    c.add_argument("--out", type=Path, help="on success, write the verdict here (a workflow target)")
     return p
 
 
@@ -55,4 +56,4 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "write":
         return run_write(args)
-    return run_gate(load_results(args.validation), args.report, args.out)
+    return run_check(load_results(args.validation), args.report, args.out)

@@ -40,7 +40,7 @@ BANNER_CLASS = {True: "pass", False: "fail", None: "none"}
 
 
 def _cell_class(header: str, text: str) -> str:
-    """'l' for text columns, 'status' for the status column (coloured per row), 'FAIL' for a failed gate."""
+    """'l' for text columns, 'status' for the status column (coloured per row), 'FAIL' for a row over budget."""
     classes = []
     if header in TEXT_COLS:
         classes.append("l")

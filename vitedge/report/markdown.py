@@ -13,8 +13,10 @@ def _images(figures: list[tuple[str, str, bytes]], section: str) -> list[str]:
 
 
 def _tables_section(s: dict[str, Any]) -> list[str]:
-    """Validation matrix, teacher vs student vs int8 (+ peers), speed-up per runtime."""
+    """Validation matrix (+ one line per reason rows were skipped), teacher vs student vs int8 (+ peers), speed-up
+    per runtime."""
     return ["## Validation matrix", "", s["notes"], "", markdown_table(*s["matrix"][:2]), "",
+            *[f"- {line}" for line in s["skipped"]], *([""] if s["skipped"] else []),
             "## Teacher vs student vs int8", "",
             markdown_table(*s["compare"]) if s["compare"][1] else "Nothing measured.",
             *(["", s["peers"]] if s.get("peers") else []),
@@ -35,8 +37,8 @@ def render_markdown(title: str, s: dict[str, Any], figures: list[tuple[str, str,
     if card and card["warnings"]:
         md += [f"**⚠ data card: {len(card['warnings'])} warning(s) about the data these models were trained and "
                "tested on: see Data card below.**", ""]
-    md += ["## Gate verdicts", "", f"Gates: {s['gate_text']}.", ""]
-    md += [f"- FAIL {f}" for f in s["failures"]] or ["No row failed a gate."]
+    md += ["## Budget verdicts", "", f"Budgets: {s['budget_text']}.", ""]
+    md += [f"- FAIL {f}" for f in s["failures"]] or ["No row is over budget."]
     md += ["", *_tables_section(s), "", "## Accuracy vs latency", ""]
     md += [f"- **{t}**: nothing measured here ({'; '.join(why)})." for t, why in s["unmeasured"].items()]
     md += ["", *_images(figures, "pareto"), "", "## Confusion matrices", "", *_images(figures, "confusion")]

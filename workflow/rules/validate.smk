@@ -1,15 +1,16 @@
-# Validation matrix and report: every artefact x deployment target -> one JSON -> report -> gate.
+# Validation matrix and report: every artefact x deployment target -> one JSON -> report -> budget check.
 #
 #   validation/<model>-<format>-<precision>@<target>.json   vitedge.validate, one job per pair
 #   report/index.html, report.md, metrics.{csv,json}, *.png  vitedge.report write
-#   report/gate.json                                        vitedge.report gate: fails the run, last
+#   report/verdict.json                                     vitedge.report check: fails the run, last
 #
 # Pairs (PAIRS, plan.smk) come from config (the models, export.formats, quantize.formats) and the
 # targets' runtimes/<target>.yaml (a pair exists when some entry of the target runs that artefact);
 # the training checkpoint is `checkpoint-fp32` (validation/student-checkpoint-fp32@cpu.json). A
 # target this host cannot serve still gets its JSON, with "skipped: <reason>" rows, so `all`
-# never fails for missing hardware. Gates are recorded per job (--exit-zero) and enforced by the
-# `gate` rule after the report is written.
+# never fails for missing hardware. Verdicts against `validate.budgets` (top-1 drop in points,
+# agreement as a share) are recorded per job (--exit-zero) and enforced by the `check_budgets` rule
+# after the report is written.
 
 
 rule validate:
@@ -29,7 +30,7 @@ rule validate:
     params:
         artefact=artefact_arg,
         data=data_dir,
-        gates=as_json(VALIDATE["gates"]),
+        budgets=as_json(VALIDATE["budgets"]),
         bench=as_json(VALIDATE["bench"]),
         limit=f"--limit {VALIDATE['limit']}" if VALIDATE["limit"] else "",
     # the whole machine: a job running beside a benchmark would distort its timings
@@ -43,7 +44,7 @@ rule validate:
         out("logs/validate/{model}-{fmt}-{prec}@{target}.log"),
     shell:
         "python -m vitedge.validate {params.artefact} --reference {input.reference} "
-        "--target {input.target} --data {params.data} --out {output} --gates-json {params.gates} "
+        "--target {input.target} --data {params.data} --out {output} --budgets-json {params.budgets} "
         "--bench-json {params.bench} {params.limit} --exit-zero > {log} 2>&1"
 
 
@@ -98,23 +99,24 @@ rule report:
         "--datacard {input.datacard} " + ("--peers {input.peers} " if VALIDATE["peers"] else "") + "{input.validation} > {log} 2>&1"
 
 
-rule gate:
+rule check_budgets:
+    """Fails the run, listing every row over its budgets (or failed), once the report is written."""
     input:
         report=out("report/index.html"),
         validation=VALIDATIONS,
     output:
-        out("report/gate.json"),
+        out("report/verdict.json"),
     conda:
         "../envs/vitedge.yaml"
     log:
-        out("logs/gate.log"),
+        out("logs/check_budgets.log"),
     # what failed goes to the terminal, where the person running snakemake looks, and to the log
     shell:
-        "python -m vitedge.report gate --report {input.report} --out {output} {input.validation} 2>&1 | tee {log}"
+        "python -m vitedge.report check --report {input.report} --out {output} {input.validation} 2>&1 | tee {log}"
 
 
 # The artefacts are products too: asking for them in `all` brings a deleted one back (with its
-# validations, the report and the gate after it). Snakemake does not remake a missing file that
+# validations, the report and the budget check after it). Snakemake does not remake a missing file that
 # is only an input of up-to-date outputs.
 ALL_TARGETS.extend(dict.fromkeys(artefact_path(m, f, p) for m, f, p, _ in PAIRS if (m, f, p) not in UNBUILT))
-ALL_TARGETS.extend([out("report/index.html"), out("report/gate.json")])
+ALL_TARGETS.extend([out("report/index.html"), out("report/verdict.json")])
