@@ -148,7 +148,7 @@ def _ckpt(tmp_path: Path, name: str, **changes) -> Path:
 BAD_CHECKPOINTS = [
     ({"config__embed_dim": "wide"}, "ViTConfig.embed_dim must be int"),
     ({"config__depth": 10**9}, "outside 0.."),
-    ({"config__colour": 1}, "unknown ViTConfig keys"),
+    ({"config__colour": 1}, r"ViTConfig: unknown key"),
     ({"config": [1, 2]}, "must be a JSON object"),
     ({"config__num_classes": 5}, "'classes' must name the model's 5 outputs"),
     ({"config__embed_dim": 192, "config__num_heads": 3}, "do not fit the checkpoint's own config"),

@@ -263,7 +263,7 @@ def test_cnn_teacher_builds_saves_and_loads(tmp_path):
     x = torch.randn(2, 1, 48, 48)
     with torch.no_grad():
         assert torch.equal(back(x), m(x))
-    with pytest.raises(ValueError, match="unknown CNNConfig keys"):
+    with pytest.raises(ValueError, match="CNNConfig: unknown key"):
         create_model({"arch": "cnn", "widths": [8], "depths": [1], "patch_size": 4})
 
 

@@ -139,9 +139,9 @@ def test_budgets_per_precision_in_points():
     assert verdict.passed and verdict.limits.max_drop_points == 5.0 and verdict.limits.min_agreement == 0.99
     row.precision = "fp32"
     assert b.check(row).failures == ["top-1 drop 3.00 pts > 1.00 allowed"]
-    with pytest.raises(ValueError, match="unknown budget"):
+    with pytest.raises(ValueError, match=r"Budgets: unknown key\(s\) \[.max_drop.\]"):
         Budgets.from_dict({"max_drop": 0.1})
-    with pytest.raises(ValueError, match="unknown budget"):  # the old name, a fraction: refused, never misread
+    with pytest.raises(ValueError, match="Budgets: unknown key"):  # the old name, a fraction: refused, never misread
         Budgets.from_dict({"max_accuracy_drop": 0.02})
 
 

@@ -46,16 +46,17 @@ from typing import Any
 import numpy as np
 
 from vitedge import runtimes, sysinfo
-from vitedge.batching import map_batches
 from vitedge.artefact import artefact_key
+from vitedge.batching import map_batches
 from vitedge.bench import BenchConfig, PeakMemory, available_cores, benchmark, cuda_event_timer
+from vitedge.configs import decode
 from vitedge.data import Split, load_splits
 from vitedge.io import read_json, sha256_file, write_json
 from vitedge.metrics import classification_metrics, parity_metrics
 from vitedge.preprocess import Preprocess
 from vitedge.targets import Entry, Target, load_target, unmet
 from vitedge.validation_rows import (Accuracy, Budgets, DataRef, HostLoad, Latency, Memory, Parity, ReferenceAccuracy,
-                                     Throughput, ValidationResult, ValidationRow, Verdict, decode, to_dict)
+                                     Throughput, ValidationResult, ValidationRow, Verdict, to_dict)
 
 log = logging.getLogger("vitedge.validate")
 EVAL_BATCH = 128

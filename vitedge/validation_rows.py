@@ -14,28 +14,27 @@ Agreement stays a share (0..1), as `quantize.min_agreement` is.
 Files of the previous schema (vitedge-validation/1: budgets as fractions, under "gates"/"gate") are
 upgraded on reading (`_upgrade_v1`), so results and committed reports written before still load.
 
-This module imports nothing from vitedge but `io`, nor numpy or torch: the report and the benchmarks
+The JSON codec is the configs' (`vitedge.configs.decode` / `to_plain`): one strict reader in the package.
+This module imports nothing from vitedge but `io` and `configs`, nor numpy or torch: the report and the benchmarks
 read results without loading a runtime.
 """
 from __future__ import annotations
 
-import types
-import typing
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from vitedge.configs import StrictConfig, decode, to_plain
 from vitedge.io import read_json
 
 SCHEMA = "vitedge-validation/2"
 SCHEMA_V1 = "vitedge-validation/1"
 STATUSES = ("ok", "skipped", "failed")
-T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- budgets and verdicts
 @dataclass(frozen=True)
-class Limits:
+class Limits(StrictConfig):
     """The budgets one row is held to (its precision's, after `Budgets.by_precision`)."""
 
     max_drop_points: float | None = None  # top-1 points below the fp32 reference
@@ -43,21 +42,13 @@ class Limits:
 
 
 @dataclass(frozen=True)
-class Budgets:
+class Budgets(StrictConfig):
     """What an artefact may lose against its fp32 reference (config `validate.budgets`). `by_precision`
     loosens (or tightens) them per precision: int8 is allowed to lose more than fp16. None: not checked."""
 
     max_drop_points: float | None = 2.0  # top-1, in points (2.0 = 2 points = 0.02 of the test images)
     min_agreement: float | None = 0.95  # share of test images with the reference's top-1 class
     by_precision: dict[str, dict[str, float | None]] | None = None
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "Budgets":
-        d = dict(d or {})
-        unknown = set(d) - {"max_drop_points", "min_agreement", "by_precision"}
-        if unknown:
-            raise ValueError(f"unknown budget(s) {sorted(unknown)}")
-        return cls(**d)
 
     def for_precision(self, precision: str) -> Limits:
         base = Limits(self.max_drop_points, self.min_agreement)
@@ -262,7 +253,7 @@ class ValidationResult:
         if not is_validation(d):
             raise ValueError("not a vitedge validation result (no 'schema': vitedge-validation/...): "
                              "python -m vitedge.validate writes those")
-        return _build(cls, _upgrade_v1(d) if d["schema"] == SCHEMA_V1 else d, "result")
+        return decode(cls, _upgrade_v1(d) if d["schema"] == SCHEMA_V1 else d, "result")
 
 
 def _check_status(status: str, where: str) -> None:
@@ -284,70 +275,9 @@ def load_result(path: str | Path) -> ValidationResult:
     return replace(result, source=Path(path).name)
 
 
-# --------------------------------------------------------------------------- the JSON codec
 def to_dict(value: Any) -> Any:
-    """Any of this module's dataclasses (or lists and dicts of them) as JSON-shaped data, recursively;
-    a field left at its None default is left out."""
-    if is_dataclass(value) and not isinstance(value, type):
-        out = {}
-        for f in fields(value):
-            v = getattr(value, f.name)
-            if f.metadata.get("json", True) and not (v is None and f.default is None):
-                out[f.name] = to_dict(v)
-        return out
-    if isinstance(value, (list, tuple)):
-        return [to_dict(v) for v in value]
-    if isinstance(value, dict):
-        return {k: to_dict(v) for k, v in value.items()}
-    return value
-
-
-# JSON scalar types each annotation accepts (an int is a valid float; a bool is no number)
-_SCALARS: dict[Any, tuple[type, ...]] = {str: (str,), bool: (bool,), int: (int,), float: (int, float)}
-
-
-def _decode(hint: Any, value: Any, where: str) -> Any:
-    """`value` read from JSON as the annotation `hint` says: dataclasses built, lists walked, scalars checked."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]  # only `X | None` unions are used here
-        return _decode(inner, value, where)
-    if value is None:
-        raise ValueError(f"{where} is null")
-    if origin is list:
-        if not isinstance(value, list):
-            raise ValueError(f"{where} must be a list, got {type(value).__name__}")
-        return [_decode(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict and not isinstance(value, dict):
-        raise ValueError(f"{where} must be an object, got {type(value).__name__}")
-    if is_dataclass(hint):
-        return _build(hint, value, where)
-    if hint in _SCALARS and (not isinstance(value, _SCALARS[hint]) or (hint is not bool and isinstance(value, bool))):
-        raise ValueError(f"{where} must be {hint.__name__}, got {type(value).__name__} {str(value)[:60]!r}")
-    return value
-
-
-def decode(cls: type[T], d: Any) -> T:
-    """One of this module's dataclasses from a JSON-shaped dict (e.g. what `vitedge.metrics` returns), strictly:
-    a key the class lacks is a ValueError, so a metric renamed at its source cannot slip into a row unseen."""
-    return _build(cls, d, cls.__name__)
-
-
-def _build(cls: type[T], d: Any, where: str) -> T:
-    """`cls` from a JSON object: every key must be a field, every field without a default present."""
-    if not isinstance(d, dict):
-        raise ValueError(f"{where} must be an object, got {type(d).__name__}")
-    known = {f.name: f for f in fields(cls) if f.metadata.get("json", True)}  # type: ignore[arg-type]
-    unknown = sorted(set(d) - set(known))
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown} (a {cls.__name__} has {', '.join(known)})")
-    missing = [n for n, f in known.items() if n not in d and f.default is MISSING and f.default_factory is MISSING]
-    if missing:
-        raise ValueError(f"{where}: missing key(s) {missing}")
-    hints = typing.get_type_hints(cls)
-    return cls(**{k: _decode(hints[k], v, f"{where}.{k}") for k, v in d.items()})
+    """Any of this module's dataclasses as JSON-shaped data; a field left at its None default is left out."""
+    return to_plain(value, omit_unset=True)
 
 
 # --------------------------------------------------------------------------- schema 1
