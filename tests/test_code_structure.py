@@ -23,7 +23,7 @@ MAX_FUNCTION_LINES = 80
 LAYERS: dict[int, tuple[str, tuple[str, ...]]] = {
     0: ("base", ("vitedge", "io", "torch_io", "sysinfo", "preprocess", "batching", "configs", "defaults",
                  "ort_session", "bench", "metrics")),
-    1: ("contract", ("artefact", "hosts", "targets", "pt2", "validation_rows")),
+    1: ("contract", ("artefact", "hosts", "targets", "pt2", "validation_rows", "plan")),
     2: ("models & data", ("model", "cnn", "checkpoints", "losses",
                           "data", "data.splits", "data.fer2013", "data.synthetic", "data.datasets", "data.augment",
                           "data.datacard",

@@ -1,8 +1,9 @@
 """workflow/schemas/config.schema.yaml: it refuses typos anywhere, holds every default the rules read,
 and spells formats, precisions and stage fields exactly as the package does.
 
-The schema is checked with Snakemake's own `validate` (the Snakefile's), which also fills in defaults;
-two tests run snakemake itself on a copy of the workflow (a typo stops `snakemake -n`; the linter is
+The schema is checked as the Snakefile checks it: Snakemake's own `validate` (which also fills in
+defaults) on the file with the format table's words put in (`vitedge.plan.config_schema`); two
+tests run snakemake itself on a copy of the workflow (a typo stops `snakemake -n`; the linter is
 clean on the tests' tiny config).
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,10 +22,11 @@ from snakemake.exceptions import WorkflowError  # noqa: E402
 from snakemake.utils import validate  # noqa: E402
 
 from vitedge.artefact import FORMATS, PRECISIONS, PROGRAM  # noqa: E402
+from vitedge.plan import config_schema, write_config_schema  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
-SCHEMA = yaml.safe_load(SCHEMA_PATH.read_text())
+SCHEMA = config_schema(SCHEMA_PATH)  # what the Snakefile validates against
 DEFS = SCHEMA["$defs"]
 PROPS = SCHEMA["properties"]
 DEFAULT_CONFIG = yaml.safe_load((REPO / "workflow" / "config.yaml").read_text())
@@ -32,7 +35,8 @@ DEFAULT_CONFIG = yaml.safe_load((REPO / "workflow" / "config.yaml").read_text())
 def checked(cfg: dict) -> dict:
     """`cfg` validated as the Snakefile validates it (defaults filled in); WorkflowError if refused."""
     cfg = copy.deepcopy(cfg)
-    validate(cfg, str(SCHEMA_PATH))
+    with tempfile.TemporaryDirectory() as scratch:
+        validate(cfg, str(write_config_schema(SCHEMA_PATH, scratch)))
     return cfg
 
 
@@ -150,6 +154,17 @@ def enums_outside_defs(node, where="properties"):
     elif isinstance(node, list):
         for i, v in enumerate(node):
             yield from enums_outside_defs(v, f"{where}[{i}]")
+
+
+def test_the_schema_file_holds_no_list_of_formats_or_precisions():
+    """The words come from vitedge.artefact.FORMAT_TABLE (vitedge.plan.config_schema), never the file."""
+    raw = yaml.safe_load(SCHEMA_PATH.read_text())
+    words = set(FORMATS) | set(PRECISIONS)
+    assert not [(where, enum) for where, enum in enums_outside_defs(raw, "schema") if words & set(enum)]
+    assert not {"precision", "export_format", "int8_format"} & {k for k, v in raw["$defs"].items() if "enum" in v}
+    assert not words & set(raw["properties"]["quantize"]["properties"])  # per-format sections: put in
+    assert "pattern" not in raw["properties"]["export"]["properties"]["formats"]["items"]["oneOf"][0]
+    assert "properties" not in raw["properties"]["validate"]["properties"]["gates"]["properties"]["by_precision"]
 
 
 def test_formats_and_precisions_are_vitedges():

@@ -143,29 +143,43 @@ def test_auto_prefers_the_fastest_artefact_that_runs_here(tmp_path, root, ckpt):
     assert runtimes.load(folder / "student", device="auto").device == "cpu"  # auto falls back to the CPU
 
 
-def test_registry_takes_a_new_backend_in_one_class(tmp_path, ckpt):
-    from vitedge.runtimes.base import REGISTRY, Runtime, register
+class EchoRuntime(runtimes.Runtime):
+    """A backend of one class: logits that count the batch it was given."""
 
-    @register
-    class EchoRuntime(Runtime):
-        name, formats, priority = "echo", ("echo",), 1
+    name, priority = "echo", 1
 
-        def _predict(self, x):
-            return np.zeros((len(x), len(self.classes)), np.float32) + len(x)
+    def _predict(self, x):
+        return np.zeros((len(x), len(self.classes)), np.float32) + len(x)
 
-    try:
-        art = tmp_path / "student" / "echo-fp32"
-        art.mkdir(parents=True)
-        (art / "model.echo").write_bytes(b"")
-        _, info = common.load_source(ckpt)
-        meta = artefact.write_meta(art, "echo", "fp32", "model.echo", info, 0.0, max_batch=2)
-        rt = runtimes.load(art)
-        assert isinstance(rt, EchoRuntime) and "echo" in runtimes.runtimes()
-        # batches larger than the artefact's max are split: 2 + 2 + 1
-        assert rt.predict(_x(5))[:, 0].tolist() == [2, 2, 2, 2, 1]
-        assert meta["input"]["max_batch"] == 2
-    finally:
-        REGISTRY.pop("echo")
+
+def test_a_new_format_names_its_backend_in_the_table(tmp_path, ckpt, monkeypatch):
+    """The backend is one class; the format table says which format it runs (tests/test_formats.py
+    adds a whole format the same way)."""
+    spec = artefact.FormatSpec("echo", "model.echo", f"{__name__}:EchoRuntime")
+    monkeypatch.setitem(artefact.FORMAT_TABLE, "echo", spec)
+    art = tmp_path / "student" / "echo-fp32"
+    art.mkdir(parents=True)
+    (art / "model.echo").write_bytes(b"")
+    _, info = common.load_source(ckpt)
+    meta = artefact.write_meta(art, "echo", "fp32", "model.echo", info, 0.0, max_batch=2)
+    rt = runtimes.load(art)
+    assert isinstance(rt, EchoRuntime) and "echo" in runtimes.runtimes()
+    assert EchoRuntime.served_formats() == ("echo",)
+    # batches larger than the artefact's max are split: 2 + 2 + 1
+    assert rt.predict(_x(5))[:, 0].tolist() == [2, 2, 2, 2, 1]
+    assert meta["input"]["max_batch"] == 2
+    with pytest.raises(artefact.ArtefactError, match=r"onnx runtime cannot run \(it runs onnx, ort\)"):
+        runtimes.load(art, runtime="onnx")
+
+
+def test_a_format_the_table_does_not_hold_has_no_runtime(tmp_path, ckpt):
+    art = tmp_path / "student" / "nope-fp32"
+    art.mkdir(parents=True)
+    (art / "model.nope").write_bytes(b"")
+    _, info = common.load_source(ckpt)
+    artefact.write_meta(art, "nope", "fp32", "model.nope", info, 0.0)
+    with pytest.raises(artefact.ArtefactError, match="no runtime runs nope artefacts"):
+        runtimes.load(art)
 
 
 def test_torch_export_program_artefact(tmp_path, ckpt):

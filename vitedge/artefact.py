@@ -15,9 +15,12 @@ Words:
 - an **artefact** is an exported, deployable model: one folder per (model, format, precision),
 
     <root>/<model_name>/<format>-<precision>/
-        <model file or dir>     model.onnx | model.ort | model.pte | model.mlpackage/ | model-<key>.engine
-                                | model.tflite | model.pt2 (format "torch": a saved torch.export program)
+        <model file or dir>     as FORMAT_TABLE's `file` says (model.onnx, model.mlpackage/ ...)
         meta.json               written LAST: its presence means the artefact is complete
+- a **format** is one entry of `FORMAT_TABLE`: its model file, the module that exports it, the
+  quantiser backend that makes its int8, the runtime that runs it. Export, quantize, the runtimes,
+  the workflow's rules and its config schema all read that table, so a new format is one entry
+  there plus its own modules (tests/test_formats.py).
 
 `meta.json` carries everything a runtime needs to use the model without the checkpoint: the
 preprocessing, the class names, the input/output names and shapes, plus provenance (source
@@ -25,22 +28,90 @@ checkpoint and its hash, export time, machine, library versions).
 """
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from vitedge.io import file_size, read_json, write_json
 from vitedge.preprocess import Preprocess
 from vitedge.sysinfo import library_versions, machine_info
 
-# the one list of artefact formats and precisions (the workflow and its schema check against these)
-FORMATS = ("onnx", "ort", "executorch", "coreml", "tensorrt", "torch", "litert")
 PRECISIONS = ("fp32", "fp16", "int8")
 CHECKPOINT = "checkpoint"  # the format word for a training checkpoint (.pt), which is not an artefact
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
+CHECKPOINT_RUNTIME = "vitedge.runtimes.torch_rt:TorchRuntime"  # what runs a checkpoint (not in the table)
 PROGRAM = "torch"  # the format of a saved torch.export program (.pt2), e.g. the quantiser's int8
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    """One artefact format: all that export, quantize, the runtimes and the workflow know of it.
+
+    Code is named by dotted path ("package.module" or "package.module:Name") and imported only when
+    used (`load_object`), so this module stays torch-free and listing the formats loads no toolchain.
+    """
+
+    name: str
+    # the model file (or folder) in the artefact folder, as its builders name it
+    file: str
+    # "module:Class" of the `vitedge.runtimes.base.Runtime` that runs it
+    runtime: str
+    # the module that builds it from a checkpoint (`vitedge.export`: `build`, optional `check_host`);
+    # None: only the quantiser writes it
+    exporter: str | None = None
+    # what that exporter builds; where the format also has an `int8` backend, the workflow takes int8
+    # from the quantiser (its accuracy gate) and the exporter's int8 is for the command line only
+    export_precisions: tuple[str, ...] = ()
+    # another format's artefact of the same precision the exporter converts (the workflow's input)
+    built_from: str | None = None
+    # whether exporting needs the GPU (a workflow resource, --gpus on SLURM)
+    export_gpu: bool = False
+    # "module:Class" of the quantiser's backend (`vitedge.quantize.core.Backend`): int8 with the gate
+    int8: str | None = None
+    # "module:function" `(art_dir, meta, model) -> dict` checking an artefact without running it, for
+    # hosts its runtime does not run on (`vitedge.verify`)
+    static_verify: str | None = None
+    # device -> its place when `vitedge.runtimes.load` picks from a model folder (lower first); on a
+    # device it does not name, the format is tried last
+    folder_rank: Mapping[str, int] = field(default_factory=dict)
+
+
+# THE format table: everything else derives from it (FORMATS below, vitedge.export.BUILDERS,
+# vitedge.quantize.BACKENDS, which runtime runs what, the workflow's rules and config schema)
+FORMAT_TABLE: dict[str, FormatSpec] = {spec.name: spec for spec in (
+    # fp16 is emulated on CPUs (slower than fp32), so a folder's onnx-fp16 is skipped there (runtimes)
+    FormatSpec("onnx", "model.onnx", "vitedge.runtimes.onnx_rt:OnnxRuntime", "vitedge.export.onnx",
+               ("fp32", "fp16"), int8="vitedge.quantize.onnx:OnnxBackend", folder_rank={"cpu": 1, "cuda": 2}),
+    # int8: converted from the quantiser's onnx-int8 (no backend of its own)
+    FormatSpec("ort", "model.ort", "vitedge.runtimes.onnx_rt:OnnxRuntime", "vitedge.export.ort_format",
+               ("fp32", "fp16", "int8"), built_from="onnx", folder_rank={"cpu": 2}),
+    # XNNPACK has no fp16 path worth shipping on CPUs
+    FormatSpec("executorch", "model.pte", "vitedge.runtimes.executorch_rt:ExecuTorchRuntime",
+               "vitedge.export.executorch", ("fp32",), int8="vitedge.quantize.pt2e:ExecuTorchBackend",
+               folder_rank={"cpu": 4}),
+    # the exporter's int8 is weights only; the quantiser adds the accuracy gate. Off macOS it cannot
+    # run, so its spec and weights are read back instead
+    FormatSpec("coreml", "model.mlpackage", "vitedge.runtimes.coreml_rt:CoreMLRuntime", "vitedge.export.coreml",
+               ("fp32", "fp16", "int8"), int8="vitedge.quantize.coreml:CoreMLBackend",
+               static_verify="vitedge.export.coreml:verify", folder_rank={"cpu": 5}),
+    # the engine is built for one GPU (vitedge.hosts.engine_file names it); int8 engines come from the
+    # quantiser's Q/DQ ONNX, which stays the model file until a GPU host builds the engine
+    FormatSpec("tensorrt", "model-<key>.engine", "vitedge.runtimes.trt_rt:TensorRTRuntime", "vitedge.export.tensorrt",
+               ("fp32", "fp16"), export_gpu=True, int8="vitedge.quantize.onnx:TensorRTBackend",
+               folder_rank={"cuda": 1}),
+    # a saved torch.export program: only the quantiser writes one
+    FormatSpec(PROGRAM, "model.pt2", "vitedge.runtimes.torch_rt:TorchRuntime",
+               int8="vitedge.quantize.pt2e:TorchBackend"),
+    FormatSpec("litert", "model.tflite", "vitedge.runtimes.litert_rt:LiteRTRuntime", "vitedge.export.litert",
+               ("fp32",), int8="vitedge.quantize.litert:LiteRTBackend", folder_rank={"cpu": 3}),
+)}
+# the artefact formats when this module was imported; code that must see a format added at run time
+# (tests/test_formats.py) reads FORMAT_TABLE itself
+FORMATS = tuple(FORMAT_TABLE)
 
 META = "meta.json"
 META_VERSION = "vitedge-artefact/1"
@@ -76,9 +147,40 @@ def artefact_key(fmt: str, precision: str) -> str:
     return f"{fmt}-{precision}"
 
 
+def format_spec(fmt: str) -> FormatSpec:
+    """The table's entry for `fmt`, or ValueError naming the formats there are."""
+    if fmt not in FORMAT_TABLE:
+        raise ValueError(f"unknown format '{fmt}'; choose from {', '.join(FORMAT_TABLE)}")
+    return FORMAT_TABLE[fmt]
+
+
+def exported_formats() -> tuple[str, ...]:
+    """Formats built from a checkpoint (`vitedge.export`), in table order."""
+    return tuple(f for f, spec in FORMAT_TABLE.items() if spec.exporter)
+
+
+def int8_formats() -> tuple[str, ...]:
+    """Formats the quantiser makes int8 artefacts of (`vitedge.quantize`), in table order."""
+    return tuple(f for f, spec in FORMAT_TABLE.items() if spec.int8)
+
+
+def runtime_path(fmt: str) -> str | None:
+    """"module:Class" of the runtime that runs `fmt` artefacts (or checkpoints); None if none does."""
+    if fmt == CHECKPOINT:
+        return CHECKPOINT_RUNTIME
+    spec = FORMAT_TABLE.get(fmt)
+    return spec.runtime if spec else None
+
+
+def load_object(path: str) -> Any:
+    """"package.module:Name" -> that object; "package.module" -> the module. Imported now, on use."""
+    module, _, name = path.partition(":")
+    obj = importlib.import_module(module)
+    return getattr(obj, name) if name else obj
+
+
 def artefact_dir(root: str | Path, model_name: str, fmt: str, precision: str) -> Path:
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format '{fmt}'; choose from {', '.join(FORMATS)}")
+    format_spec(fmt)  # ValueError for a format the table does not hold
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision '{precision}'; choose from {', '.join(PRECISIONS)}")
     return Path(root) / model_name / artefact_key(fmt, precision)
@@ -272,9 +374,10 @@ def check_meta(meta: Any, art_dir: str | Path, where: str = META) -> dict[str, A
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise ArtefactError(f"{where} is incomplete: missing {', '.join(missing)}")
-    # a word, not necessarily one of FORMATS: a backend added in one class (runtimes/base.py) brings its own
+    # a word here; whether a runtime runs it is FORMAT_TABLE's to say where it is loaded (`vitedge.runtimes`),
+    # so a meta.json from a vitedge that knows more formats still reads
     if not (isinstance(meta["format"], str) and re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", meta["format"])):
-        raise ArtefactError(f"{where}: 'format' must be a format name such as {', '.join(FORMATS)}, "
+        raise ArtefactError(f"{where}: 'format' must be a format name such as {', '.join(FORMAT_TABLE)}, "
                             f"got {str(meta['format'])[:40]!r}")
     if meta["precision"] not in PRECISIONS:
         raise ArtefactError(f"{where}: 'precision' must be one of {', '.join(PRECISIONS)}, "

@@ -35,14 +35,18 @@ from typing import Any
 
 import yaml
 
-from vitedge.artefact import CHECKPOINT, FORMATS, PRECISIONS, artefact_key
+from vitedge.artefact import CHECKPOINT, FORMAT_TABLE, PRECISIONS, artefact_key
 from vitedge.bench import BenchConfig, available_cores
 from vitedge.hosts import cuda_unavailable_reason
 
 TARGETS_DIR = Path(__file__).resolve().parents[1] / "runtimes"
 REQUIREMENT_KEYS = ("cuda", "cuda_capability", "os", "modules")
-# what an entry's `artefacts` may name: every artefact format, and the training checkpoint (checkpoint-fp32)
-KNOWN_FORMATS = (*FORMATS, CHECKPOINT)
+
+
+def known_formats() -> tuple[str, ...]:
+    """What an entry's `artefacts` may name: every format of the table, and the training checkpoint
+    (checkpoint-fp32)."""
+    return (*FORMAT_TABLE, CHECKPOINT)
 
 
 def artefact_spec(item: str | dict, precision: str = "fp32") -> tuple[str, str]:
@@ -108,7 +112,7 @@ class Target:
 def _known_key(key: Any) -> bool:
     """"onnx-int8", "checkpoint-fp32": a known format and precision joined as `artefact_key` joins them."""
     fmt, sep, precision = str(key).partition("-")
-    return bool(sep) and fmt in KNOWN_FORMATS and precision in PRECISIONS
+    return bool(sep) and fmt in known_formats() and precision in PRECISIONS
 
 
 def _check_requires(req: Any, where: str) -> dict[str, Any]:
@@ -138,7 +142,7 @@ def load_target(name_or_path: str | os.PathLike) -> Target:
         bad = [a for a in e["artefacts"] if not _known_key(a)]
         if bad:
             raise ValueError(f"{where}: artefacts are spelt <format>-<precision> with a format in "
-                             f"{', '.join(KNOWN_FORMATS)} and a precision in {', '.join(PRECISIONS)}; got {bad}")
+                             f"{', '.join(known_formats())} and a precision in {', '.join(PRECISIONS)}; got {bad}")
         entries.append(Entry(name=str(e["name"]), artefacts=tuple(e["artefacts"]), runtime=str(e["runtime"]),
                              device=str(e.get("device", "cpu")), threads=e.get("threads"),
                              options=dict(e.get("options") or {}), requires=_check_requires(e.get("requires"), where)))

@@ -3,7 +3,8 @@
 It sits above both `vitedge.export` (which builds artefacts) and `vitedge.runtimes` (which runs
 them): the check runs the artefact through the runtime that would serve it, on random inputs of
 an odd batch size (to exercise the dynamic batch), and compares logits. A format that cannot run
-on this host may provide its own static `verify` (Core ML on Linux: spec and weights read back).
+on this host may name a static check in the format table (`FormatSpec.static_verify`; Core ML on
+Linux: spec and weights read back).
 """
 from __future__ import annotations
 
@@ -14,8 +15,17 @@ import numpy as np
 import torch
 
 from vitedge import runtimes
-from vitedge.artefact import META, ArtefactError, RuntimeUnavailable, artefact_dir, read_meta, update_meta
-from vitedge.export import BUILDERS, builder, export_artefact
+from vitedge.artefact import (
+    FORMAT_TABLE,
+    META,
+    ArtefactError,
+    RuntimeUnavailable,
+    artefact_dir,
+    load_object,
+    read_meta,
+    update_meta,
+)
+from vitedge.export import export_artefact
 from vitedge.export.common import example_input, load_source
 from vitedge.metrics import parity_metrics
 
@@ -60,9 +70,9 @@ def verify_artefact(art_dir: str | Path, model: Any, meta: dict[str, Any] | None
     Returns what was checked, for meta.json."""
     meta = meta or read_meta(art_dir)
     checks: dict[str, Any] = {}
-    module = builder(meta["format"]) if meta["format"] in BUILDERS else None
-    if module is not None and hasattr(module, "verify"):
-        checks.update(module.verify(Path(art_dir), meta, model))
+    spec = FORMAT_TABLE.get(meta["format"])
+    if spec is not None and spec.static_verify:
+        checks.update(load_object(spec.static_verify)(Path(art_dir), meta, model))
     try:
         rt = runtimes.load(art_dir, runtime="auto", device="cpu")
     except RuntimeUnavailable as exc:

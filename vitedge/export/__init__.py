@@ -1,11 +1,12 @@
-"""Deployment artefacts: one checkpoint -> ONNX, ORT, ExecuTorch, Core ML, TensorRT, LiteRT.
+"""Deployment artefacts: one checkpoint -> each format of `vitedge.artefact.FORMAT_TABLE` with an exporter.
 
     meta = export_artefact("results/default/models/student.pt", "results/default/artefacts",
                            model_name="student", fmt="onnx", precision="fp32")
 
-Each format module exposes `PRECISIONS`, optionally `check_host()` (RuntimeUnavailable where its
-toolchain is missing) and `build(model, info, art_dir, precision, **opts) -> (file_name, meta_extras)`,
-and, optionally, a static `verify(art_dir, meta, model) -> dict` for hosts that cannot run it.
+The table names each format's module (`exporter`) and the precisions it builds (`export_precisions`).
+A format module exposes `build(model, info, art_dir, precision, **opts) -> (file_name, meta_extras)`
+and, optionally, `check_host()` (RuntimeUnavailable where its toolchain is missing). A static check
+for hosts that cannot run the artefact is the table's `static_verify` (used by `vitedge.verify`).
 ONNX, LiteRT and TensorRT (through ONNX) start from the `torch.export` program of
 `common.export_program`; Core ML converts a traced module and ExecuTorch lowers its own program.
 Every artefact is written atomically and gets the same `meta.json` (`vitedge.artefact.write_meta`).
@@ -13,32 +14,31 @@ Every artefact is written atomically and gets the same `meta.json` (`vitedge.art
 This package only builds: checking an artefact against PyTorch needs the runtimes, so it lives
 above both, in `vitedge.verify` (`export_verified` = export + check).
 
-Format modules are imported on use (`BUILDERS`) so `import vitedge.export` loads none of the
+Format modules are imported on use (`builder`) so `import vitedge.export` loads none of the
 optional toolchains.
 """
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from vitedge.artefact import META, artefact_dir, write_meta
+from vitedge.artefact import FORMAT_TABLE, META, artefact_dir, format_spec, load_object, write_meta
 from vitedge.bench import Stopwatch
 from vitedge.export.common import load_source
 
 __all__ = ["export_artefact", "builder", "BUILDERS"]
 
-BUILDERS = {"onnx": "vitedge.export.onnx", "ort": "vitedge.export.ort_format",
-            "executorch": "vitedge.export.executorch", "coreml": "vitedge.export.coreml",
-            "tensorrt": "vitedge.export.tensorrt", "litert": "vitedge.export.litert"}
+# format -> its exporter module, as the table held it at import (a reader's view; `builder` reads the table)
+BUILDERS = {f: spec.exporter for f, spec in FORMAT_TABLE.items() if spec.exporter}
 
 
 def builder(fmt: str) -> ModuleType:
     """The format module that builds `fmt` artefacts from a checkpoint."""
-    if fmt not in BUILDERS:
+    spec = format_spec(fmt)
+    if spec.exporter is None:
         raise ValueError(f"{fmt} artefacts are not exported from a checkpoint here (the quantiser writes them)")
-    return importlib.import_module(BUILDERS[fmt])
+    return load_object(spec.exporter)
 
 
 def export_artefact(checkpoint: str | Path, root: str | Path, model_name: str, fmt: str, precision: str,
@@ -46,10 +46,10 @@ def export_artefact(checkpoint: str | Path, root: str | Path, model_name: str, f
     """Build `checkpoint` as `<root>/<model_name>/<fmt>-<precision>/`; returns its meta.json dict.
     `source`: `load_source(checkpoint)` when the caller already has it (it keeps the model to check)."""
     art = artefact_dir(root, model_name, fmt, precision)  # validates fmt and precision
-    module = builder(fmt)
+    module, exported = builder(fmt), format_spec(fmt).export_precisions
     # refuse before anything on disk is touched: an existing artefact (e.g. the quantiser's) stays
-    if precision not in module.PRECISIONS:
-        raise ValueError(f"{fmt}-{precision} is not exported from a checkpoint ({fmt}: {', '.join(module.PRECISIONS)}); "
+    if precision not in exported:
+        raise ValueError(f"{fmt}-{precision} is not exported from a checkpoint ({fmt}: {', '.join(exported)}); "
                          f"int8 {fmt} is made by `python -m vitedge.quantize` (calibration + accuracy gate)")
     getattr(module, "check_host", lambda: None)()  # RuntimeUnavailable where the toolchain is missing
     model, info = source or load_source(checkpoint)

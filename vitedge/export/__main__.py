@@ -11,8 +11,7 @@ import json
 import logging
 import sys
 
-from vitedge.artefact import PRECISIONS, ArtefactError, RuntimeUnavailable
-from vitedge.export import BUILDERS
+from vitedge.artefact import PRECISIONS, ArtefactError, RuntimeUnavailable, exported_formats
 from vitedge.verify import export_verified
 
 EXIT_ERROR, EXIT_UNAVAILABLE = 2, 3
@@ -23,7 +22,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 epilog="exit codes: 0 ok, 2 error, 3 toolchain not available on this host")
     p.add_argument("--checkpoint", required=True, help="vitedge model checkpoint (.pt)")
     p.add_argument("--model-name", required=True, help="artefact folder name, e.g. teacher or student")
-    p.add_argument("--format", required=True, choices=list(BUILDERS))
+    p.add_argument("--format", required=True, choices=exported_formats())
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--out", required=True, help="artefact root; writes OUT/MODEL_NAME/FORMAT-PRECISION/")
     p.add_argument("--opts-json", default="{}",

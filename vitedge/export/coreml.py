@@ -169,9 +169,6 @@ def save_mlpackage(mlmodel, path: str | Path) -> Path:
     return path
 
 
-PRECISIONS = ("fp32", "fp16", "int8")  # int8: weights only, the quantiser adds the accuracy gate
-
-
 def build(model: torch.nn.Module, info: dict[str, Any], art_dir: Path, precision: str,
           deployment_target: str = DEFAULT_DEPLOYMENT_TARGET, **_: Any) -> tuple[str, dict[str, Any]]:
     path = save_mlpackage(convert_coreml(model, info, precision, deployment_target), art_dir / "model.mlpackage")

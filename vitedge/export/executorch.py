@@ -86,9 +86,6 @@ def static_program(model: torch.nn.Module, batch: int = DEFAULT_BATCH) -> torch.
         return torch.export.export(model.eval(), (example_input(model, batch),))
 
 
-PRECISIONS = ("fp32",)  # int8 is the quantiser's; XNNPACK has no fp16 path worth shipping on CPUs
-
-
 def build(model: torch.nn.Module, info: dict[str, Any], art_dir: Path, precision: str,
           batch: int = DEFAULT_BATCH, **_: Any) -> tuple[str, dict[str, Any]]:
     """The `executorch-fp32` artefact (int8 comes from the quantiser through `lower_to_pte`)."""

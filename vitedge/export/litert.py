@@ -31,7 +31,6 @@ from vitedge.artefact import RuntimeUnavailable
 from vitedge.export.common import example_input
 from vitedge.io import atomic_path
 
-PRECISIONS = ("fp32",)  # int8: vitedge.quantize.litert
 HOW = "pip install 'vitedge[litert]' (litert-torch, ai-edge-quantizer, ai-edge-litert)"
 
 

@@ -247,9 +247,6 @@ def optimize_onnx(path: str | Path, config: dict[str, Any], mode: str = "auto", 
 
 
 # --------------------------------------------------------------------------- artefact builder
-PRECISIONS = ("fp32", "fp16")  # exported from a checkpoint; int8 is the quantiser's (accuracy gate)
-
-
 def build(model: torch.nn.Module, info: dict[str, Any], art_dir: Path, precision: str,
           opset: int = 17, optimize: str = "auto", **_: Any) -> tuple[str, dict[str, Any]]:
     """The `onnx-<precision>` artefact: model.onnx (+ optional ORT fusion, fp32 only)."""

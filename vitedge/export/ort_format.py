@@ -48,9 +48,6 @@ def convert_to_ort(onnx_path: str | Path, ort_path: str | Path, target_platform:
     return ort_path
 
 
-PRECISIONS = ("fp32", "fp16", "int8")  # int8: converted from the quantiser's onnx-int8
-
-
 def build(model, info: dict, art_dir: Path, precision: str, target_platform: str = "arm",
           **_: object) -> tuple[str, dict]:
     """The `ort-<precision>` artefact, converted from the sibling `onnx-<precision>` artefact when it

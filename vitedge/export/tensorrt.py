@@ -96,9 +96,6 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, precision: str = "f
     return path
 
 
-PRECISIONS = ("fp32", "fp16")  # int8 engines come from the quantiser's Q/DQ ONNX (accuracy gate)
-
-
 def check_host() -> None:
     """Raise RuntimeUnavailable on hosts without TensorRT and a GPU, before anything is touched."""
     host_engine_key()

@@ -12,8 +12,8 @@ import json
 import logging
 import sys
 
-from vitedge.artefact import ArtefactError, RuntimeUnavailable
-from vitedge.quantize import FORMATS, QuantizationError, QuantizeConfig, quantize
+from vitedge.artefact import ArtefactError, RuntimeUnavailable, int8_formats
+from vitedge.quantize import QuantizationError, QuantizeConfig, quantize
 from vitedge.quantize.core import CALIBRATE_METHODS, METHODS
 
 EXIT_ERROR, EXIT_UNAVAILABLE, EXIT_GATE = 2, 3, 4
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[1])
     p.add_argument("--checkpoint", required=True, help="vitedge model checkpoint (.pt)")
     p.add_argument("--model-name", required=True)
-    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--format", required=True, choices=int8_formats())
     p.add_argument("--data", required=True, help="folder written by `python -m vitedge.data`")
     p.add_argument("--out", required=True, help="artefact root")
     p.add_argument("--config-json", default="{}", help="QuantizeConfig fields (the workflow's quantize: section)")

@@ -3,18 +3,16 @@
     rt = vitedge.runtimes.load("results/default/artefacts/student/onnx-fp32")   # or a .pt / .onnx / .pte ...
     logits = rt.predict(rt.preprocess(gray_uint8_faces))                        # (N, 1, 48, 48) -> (N, 7)
 
-`load(path, runtime="auto")` picks the fastest backend available on this host for the
-artefact (trt > onnx-cuda > onnx > litert > executorch > torch > coreml-off-macOS), and for a model
-folder holding several artefacts, the fastest artefact. Errors are `RuntimeUnavailable`
-(the backend cannot run here: says what is missing and how to get it) and `ArtefactError`
-(the path is not a usable artefact, or not one for the runtime asked for).
+`load(path, runtime="auto")` runs the artefact on the backend the format table names for its
+format (`vitedge.artefact.FORMAT_TABLE`'s `runtime`), and for a model folder holding several
+artefacts, the fastest artefact that runs here (the table's `folder_rank`). Errors are
+`RuntimeUnavailable` (the backend cannot run here: says what is missing and how to get it) and
+`ArtefactError` (the path is not a usable artefact, or not one for the runtime asked for).
 
-Backends are the `*_rt.py` modules of this package, found automatically.
+Backends are the classes the table names, one small class per `*_rt.py` module of this package.
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +20,26 @@ import numpy as np
 
 from vitedge.artefact import (
     CHECKPOINT,
+    CHECKPOINT_RUNTIME,
     CHECKPOINT_SUFFIXES,
+    FORMAT_TABLE,
     META,
     OUTPUT_NAME,
     ArtefactError,
     RuntimeUnavailable,
     input_spec,
+    load_object,
     read_meta,
+    runtime_path,
 )
 from vitedge.bench import available_cores, measure
 from vitedge.checkpoints import read_checkpoint
 from vitedge.hosts import resolve_device
 from vitedge.io import file_size
-from vitedge.runtimes.base import REGISTRY, Runtime, register
+from vitedge.runtimes.base import Runtime
 from vitedge.sysinfo import cpu_info
 
-__all__ = ["load", "available", "runtimes", "resolve", "Runtime", "RuntimeUnavailable", "ArtefactError", "register",
+__all__ = ["load", "available", "runtimes", "registry", "resolve", "Runtime", "RuntimeUnavailable", "ArtefactError",
            "measure_bs1_threads"]
 
 # aliases people type
@@ -45,26 +47,25 @@ ALIASES = {"tensorrt": "trt", "onnxruntime": "onnx", "ort": "onnx", "pytorch": "
            "tflite": "litert"}
 
 
-def _discover() -> None:
-    for mod in pkgutil.iter_modules(__path__):
-        if mod.name.endswith("_rt"):
-            importlib.import_module(f"{__name__}.{mod.name}")
-
-
-_discover()
+def registry() -> dict[str, type[Runtime]]:
+    """{backend name: class} of every backend the format table names (and the checkpoints'), fastest
+    first. Read from the table on each call, so a format added at run time brings its backend."""
+    paths = dict.fromkeys([*(spec.runtime for spec in FORMAT_TABLE.values()), CHECKPOINT_RUNTIME])
+    classes: list[type[Runtime]] = [load_object(p) for p in paths]
+    return {c.name: c for c in sorted(classes, key=lambda c: -c.priority)}
 
 
 def runtimes() -> list[str]:
-    """Registered backend names, fastest first."""
-    return [c.name for c in sorted(REGISTRY.values(), key=lambda c: -c.priority)]
+    """Backend names, fastest first."""
+    return list(registry())
 
 
 def available(device: str = "cpu") -> dict[str, str | None]:
     """{runtime: None if it runs here, else the reason it does not}."""
     out: dict[str, str | None] = {}
-    for name in runtimes():
+    for name, cls in registry().items():
         try:
-            REGISTRY[name].check(device)
+            cls.check(device)
             out[name] = None
         except RuntimeUnavailable as exc:
             out[name] = str(exc)
@@ -96,10 +97,6 @@ def describe(path: str | Path) -> tuple[Path, dict[str, Any]]:
     return art_dir, meta
 
 
-def _candidates(fmt: str) -> list[type[Runtime]]:
-    return sorted((c for c in REGISTRY.values() if fmt in c.formats), key=lambda c: -c.priority)
-
-
 def resolve(path: str | Path, runtime: str = "auto", device: str = "cpu") -> tuple[type[Runtime], Path, dict]:
     """Which backend class would `load` use for this path: (class, artefact path, meta). Raises the
     same errors `load` would."""
@@ -110,34 +107,39 @@ def resolve(path: str | Path, runtime: str = "auto", device: str = "cpu") -> tup
         return _best_in_folder(path, runtime, device)
     art, meta = describe(path)
     if runtime != "auto":
-        if runtime not in REGISTRY:
-            raise ValueError(f"unknown runtime '{runtime}'; choose from auto, {', '.join(runtimes())}")
-        cls = REGISTRY[runtime]
-        if meta["format"] not in cls.formats:
+        backends = registry()
+        if runtime not in backends:
+            raise ValueError(f"unknown runtime '{runtime}'; choose from auto, {', '.join(backends)}")
+        cls = backends[runtime]
+        if not cls.serves(meta["format"]):
             raise ArtefactError(f"{path} is a {meta['format']} artefact, which the {runtime} runtime cannot run "
-                                f"(it runs {', '.join(cls.formats)}); use --runtime auto")
-        cls.check(device)
-        return cls, art, meta
-    reasons = []
-    for cls in _candidates(meta["format"]):
-        try:
-            cls.check(device)
-            return cls, art, meta
-        except RuntimeUnavailable as exc:
-            reasons.append(exc)
-    if not reasons:
-        raise ArtefactError(f"no runtime runs {meta['format']} artefacts ({path})")
-    raise reasons[0]  # the preferred backend's reason says best what to install
+                                f"(it runs {', '.join(cls.served_formats())}); use --runtime auto")
+    else:
+        served_by = runtime_path(meta["format"])
+        if served_by is None:
+            raise ArtefactError(f"no runtime runs {meta['format']} artefacts ({path}): the format table "
+                                f"(vitedge.artefact.FORMAT_TABLE) has no such format")
+        cls = load_object(served_by)
+    cls.check(device)  # RuntimeUnavailable: its reason says what to install
+    return cls, art, meta
 
 
-# the artefact formats in order of preference on each device, and precisions likewise
-_PREFERENCE = {"cpu": (["onnx", "ort", "litert", "executorch", "coreml", CHECKPOINT], ["fp32", "int8", "fp16"]),
-               "cuda": (["tensorrt", "onnx", CHECKPOINT], ["fp16", "fp32", "int8"])}
+# the precisions of a model folder in order of preference on each device (the formats' order is the
+# format table's `folder_rank`)
+_PRECISIONS = {"cpu": ["fp32", "int8", "fp16"], "cuda": ["fp16", "fp32", "int8"]}
+UNRANKED = 99  # a format the table ranks for no folder on this device: tried after the ranked ones
+
+
+def _folder_key(meta: dict[str, Any], device: str) -> tuple[int, int]:
+    """Sort key of an artefact in a model folder: its format's rank on `device`, then its precision's."""
+    spec = FORMAT_TABLE.get(meta["format"])
+    precs = _PRECISIONS.get(device, _PRECISIONS["cpu"])
+    return ((spec.folder_rank.get(device, UNRANKED) if spec else UNRANKED),
+            precs.index(meta["precision"]) if meta["precision"] in precs else UNRANKED)
 
 
 def _best_in_folder(folder: Path, runtime: str, device: str) -> tuple[type[Runtime], Path, dict]:
     """A model folder (<root>/<model_name>/) -> the fastest artefact in it that runs here."""
-    fmts, precs = _PREFERENCE.get(device, _PREFERENCE["cpu"])
     options = []
     for meta_path in folder.glob(f"*/{META}"):
         try:
@@ -147,10 +149,8 @@ def _best_in_folder(folder: Path, runtime: str, device: str) -> tuple[type[Runti
         if meta["format"] == "onnx" and meta["precision"] == "fp16" and device == "cpu":
             continue  # half on a CPU is emulated: slower than fp32
         options.append((art, meta))
-    key = lambda am: (fmts.index(am[1]["format"]) if am[1]["format"] in fmts else 99,  # noqa: E731
-                      precs.index(am[1]["precision"]) if am[1]["precision"] in precs else 99)
     errors: list[Exception] = []
-    for art, meta in sorted(options, key=key):
+    for art, meta in sorted(options, key=lambda am: _folder_key(am[1], device)):
         try:
             return resolve(art, runtime, device)
         except (RuntimeUnavailable, ArtefactError) as exc:

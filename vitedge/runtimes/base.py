@@ -1,7 +1,8 @@
-"""The one runtime interface, and the registry that `vitedge.runtimes.load` chooses from.
+"""The one runtime interface that `vitedge.runtimes.load` chooses from.
 
-A backend is one small class in one `*_rt.py` file in this package, decorated with
-`@register`: nothing else needs to change to add one. Optional toolchains (tensorrt,
+A backend is one small class in one `*_rt.py` file in this package; which artefact formats it
+runs is `vitedge.artefact.FORMAT_TABLE`'s `runtime` (a "module:Class" path), so the class says only
+how to run a model, and a new format names its runtime in the table. Optional toolchains (tensorrt,
 coremltools, executorch, ai-edge-litert) are imported inside the class, never at module level,
 so listing the backends needs none of them and a missing one shows up as a clear
 `RuntimeUnavailable` rather than an ImportError.
@@ -14,14 +15,11 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from vitedge.artefact import ArtefactError, RuntimeUnavailable
+from vitedge.artefact import CHECKPOINT, FORMAT_TABLE, ArtefactError, RuntimeUnavailable, load_object, runtime_path
 from vitedge.batching import map_batches
 from vitedge.bench import available_cores
 from vitedge.preprocess import Preprocess
 from vitedge.sysinfo import cpu_info
-
-REGISTRY: dict[str, type["Runtime"]] = {}
-
 
 class Toolchain(NamedTuple):
     """The optional Python package a backend needs: what to import, its distribution, how to get it."""
@@ -46,16 +44,10 @@ def bs1_threads(meta: dict[str, Any], threads: int | None) -> int | None:
     return min(int(record["best"]), threads or available_cores())
 
 
-def register(cls: type["Runtime"]) -> type["Runtime"]:
-    REGISTRY[cls.name] = cls
-    return cls
-
-
 class Runtime:
     """A loaded model that maps preprocessed faces (N, 1, H, W) float32 to logits (N, C) float32."""
 
     name: ClassVar[str]
-    formats: ClassVar[tuple[str, ...]]  # the artefact formats (meta["format"]) this backend runs
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     # larger runs first in `auto`; roughly "how fast on the hardware it needs"
     priority: ClassVar[int] = 0
@@ -67,6 +59,17 @@ class Runtime:
     # batch-1 calls can use the artefact's measured `bs1_threads`; torch's pool is process-wide, ExecuTorch's
     # XNNPACK pool is not settable from Python
     threaded: ClassVar[bool] = False
+
+    @classmethod
+    def serves(cls, fmt: str) -> bool:
+        """Whether this backend runs `fmt` artefacts (meta["format"]): the format table names it."""
+        path = runtime_path(fmt)
+        return path is not None and load_object(path) is cls
+
+    @classmethod
+    def served_formats(cls) -> tuple[str, ...]:
+        """The artefact formats this backend runs (the checkpoint too, for the torch backend)."""
+        return tuple(f for f in (*FORMAT_TABLE, CHECKPOINT) if cls.serves(f))
 
     @classmethod
     def check(cls, device: str = "cpu") -> None:
@@ -92,9 +95,9 @@ class Runtime:
                                      + (f" (it takes {', '.join(cls.options)})" if cls.options else ""))
 
     def __init__(self, path: Path, meta: dict[str, Any], device: str = "cpu", threads: int | None = None):
-        if meta["format"] not in self.formats:
+        if not self.serves(meta["format"]):
             raise ArtefactError(f"{path} is a {meta['format']} artefact; the {self.name} runtime runs "
-                                f"{', '.join(self.formats)} (use --runtime auto, or the matching runtime)")
+                                f"{', '.join(self.served_formats())} (use --runtime auto, or the matching runtime)")
         self.check(device)
         self.path, self.meta, self.device, self.threads = Path(path), meta, device, threads
         self.bs1_threads = bs1_threads(meta, threads) if self.threaded and device == "cpu" else threads

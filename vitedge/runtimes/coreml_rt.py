@@ -9,13 +9,11 @@ from PIL import Image
 
 from vitedge.artefact import ArtefactError, RuntimeUnavailable
 from vitedge.hosts import is_macos
-from vitedge.runtimes.base import Runtime, register
+from vitedge.runtimes.base import Runtime
 
 
-@register
 class CoreMLRuntime(Runtime):
     name = "coreml"
-    formats = ("coreml",)
     devices = ("cpu", "ane", "gpu", "all")
     priority = 50  # on a Mac the Neural Engine beats every other option here
 

@@ -6,13 +6,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from vitedge.runtimes.base import Runtime, Toolchain, register
+from vitedge.runtimes.base import Runtime, Toolchain
 
 
-@register
 class ExecuTorchRuntime(Runtime):
     name = "executorch"
-    formats = ("executorch",)
     priority = 30
     toolchain = Toolchain("executorch.runtime", "executorch", "pip install executorch (Linux or macOS)")
 

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from vitedge.artefact import ArtefactError
-from vitedge.runtimes.base import Runtime, Toolchain, register
+from vitedge.runtimes.base import Runtime, Toolchain
 
 
 @contextlib.contextmanager
@@ -39,10 +39,8 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-@register
 class LiteRTRuntime(Runtime):
     name = "litert"
-    formats = ("litert",)
     priority = 35
     options = ("xnnpack",)
     threaded = True

@@ -20,14 +20,12 @@ import onnxruntime as ort
 from vitedge.artefact import ArtefactError, RuntimeUnavailable
 from vitedge.io import sha256_file
 from vitedge.ort_session import open_session
-from vitedge.runtimes.base import Runtime, register
+from vitedge.runtimes.base import Runtime
 from vitedge.sysinfo import cpu_info
 
 
-@register
 class OnnxRuntime(Runtime):
     name = "onnx"
-    formats = ("onnx", "ort")
     devices = ("cpu", "cuda")
     priority = 40
     options = ("optimized_cache",)

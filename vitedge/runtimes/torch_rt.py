@@ -10,16 +10,14 @@ import torch._inductor.config as inductor_config
 # PT2E int8 programs hold quantized_decomposed ops: their library must be registered before loading one
 import torch.ao.quantization.fx._decomposed  # noqa: F401
 
-from vitedge.artefact import CHECKPOINT, PROGRAM, ArtefactError, RuntimeUnavailable
+from vitedge.artefact import CHECKPOINT, ArtefactError, RuntimeUnavailable
 from vitedge.checkpoints import load_model
 from vitedge.pt2 import check_archive
-from vitedge.runtimes.base import Runtime, register
+from vitedge.runtimes.base import Runtime
 
 
-@register
 class TorchRuntime(Runtime):
     name = "torch"
-    formats = (CHECKPOINT, PROGRAM)
     devices = ("cpu", "cuda")
     priority = 10
     options = ("dtype", "compile")

@@ -9,13 +9,11 @@ import torch
 
 from vitedge.artefact import ArtefactError, RuntimeUnavailable
 from vitedge.hosts import check_engine_key, gpu_identity, host_engine_key, load_tensorrt
-from vitedge.runtimes.base import Runtime, register
+from vitedge.runtimes.base import Runtime
 
 
-@register
 class TensorRTRuntime(Runtime):
     name = "trt"
-    formats = ("tensorrt",)
     devices = ("cuda",)
     priority = 100
 

@@ -3,12 +3,11 @@
 #   models/student.pt + reports/distill.{md,json}   vitedge.distill (teacher vs student table)
 #   artefacts/<model>/<format>-int8/meta.json        vitedge.quantize, one job per model x format
 #
-# int8 formats (vitedge.quantize.BACKENDS): onnx (ORT dynamic/static, +fusion), torch (PT2E x86 .pt2),
-# executorch (XNNPACK .pte), coreml (int8 weights), tensorrt (Q/DQ ONNX; the engine is built only where
-# TensorRT and a GPU are, so it is not in the default `quantize.formats`), litert (ai-edge-quantizer
-# dynamic-range / full-integer .tflite; needs `vitedge[litert]`: where litert-torch is missing its rows
-# say "skipped: not built"). Each job fails only when no int8 variant, even with the greedy float
-# fallback, stays within `quantize.max_drop` points of fp32 on val.
+# int8 formats: QUANTIZE_FORMATS, those with an `int8` backend in vitedge.artefact.FORMAT_TABLE (the
+# recipes: vitedge.quantize). The TensorRT engine is built only where TensorRT and a GPU are, so tensorrt
+# is not in the default `quantize.formats`; litert needs `vitedge[litert]` (where litert-torch is missing
+# its rows say "skipped: not built"). Each job fails only when no int8 variant, even with the greedy
+# float fallback, stays within `quantize.max_drop` points of fp32 on val.
 
 
 rule distill:

@@ -5,16 +5,23 @@
 #   TARGETS, PAIRS                  runtimes/<target>.yaml and the (model, format, precision, target)
 #                                   validations (vitedge.targets.matrix: the same pairs as the report's)
 #
-# Formats and precisions are vitedge's own lists (vitedge.artefact, vitedge.quantize.BACKENDS), so the
-# rules, the schema (tests/test_config_schema.py) and the package cannot drift apart. The training
-# checkpoint (models/<model>.pt) is the artefact key `checkpoint-fp32` (vitedge.artefact.CHECKPOINT).
+# Formats and precisions are vitedge's own: vitedge.artefact.FORMAT_TABLE, read through vitedge.plan
+# (the same functions the Snakefile's schema and tests/test_formats.py use), so the rules, the schema
+# and the package cannot drift apart. The training checkpoint (models/<model>.pt) is the artefact key
+# `checkpoint-fp32` (vitedge.artefact.CHECKPOINT).
 import importlib.util
 import sys
 
-sys.path.insert(0, workflow.basedir)  # vitedge from this checkout
-from vitedge.artefact import CHECKPOINT, FORMATS, PRECISIONS, PROGRAM
+from vitedge.artefact import CHECKPOINT, PRECISIONS
 from vitedge.hosts import tensorrt_available
-from vitedge.quantize import BACKENDS
+from vitedge.plan import (
+    artefact_format_re,
+    export_format_re,
+    export_gpu,
+    export_input,
+    export_precisions,
+    quantize_formats,
+)
 from vitedge.targets import artefact_spec, load_target, matrix
 
 QUANTIZE = config["quantize"]
@@ -22,21 +29,18 @@ EXPORT = config["export"]
 VALIDATE = config["validate"]
 
 # int8 formats: one quantiser backend each; their names are also the per-format keys of `quantize`
-QUANTIZE_FORMATS = tuple(BACKENDS)
+QUANTIZE_FORMATS = quantize_formats()
 # workflow keys, not QuantizeConfig fields: per-format overrides are merged over the shared settings
 QUANTIZE_LAYOUT = ("models", "formats", *QUANTIZE_FORMATS)
 EXPORT_PRECISION = "fp32"  # what a bare format name in export.formats means
 # what `python -m vitedge.export` builds from a checkpoint, per format: int8 is the quantiser's (with
 # its accuracy gate), except ort-int8, which converts the quantiser's onnx-int8; "torch" (a .pt2
 # program) comes only from the quantiser
-EXPORT_PRECISIONS = {"onnx": ("fp32", "fp16"), "ort": ("fp32", "fp16", "int8"), "executorch": ("fp32",),
-                     "coreml": ("fp32", "fp16"), "tensorrt": ("fp32", "fp16"), "litert": ("fp32",)}
-if set(EXPORT_PRECISIONS) != set(FORMATS) - {PROGRAM} or not set().union(*EXPORT_PRECISIONS.values()) <= set(PRECISIONS):
-    raise ValueError(f"workflow/rules/plan.smk: EXPORT_PRECISIONS {EXPORT_PRECISIONS} does not match "
-                     f"vitedge.artefact.FORMATS {FORMATS} / PRECISIONS {PRECISIONS}")
-# the export rule's {fmt} constraint: a format only where the precision after it is one it is exported
-# in (onnx-int8 is the quantiser's): "onnx(?=-(?:fp32|fp16)/)|ort(?=-(?:fp32|fp16|int8)/)|..."
-EXPORT_FORMAT_RE = "|".join(f"{f}(?=-(?:{'|'.join(ps)})/)" for f, ps in EXPORT_PRECISIONS.items())
+EXPORT_PRECISIONS = export_precisions()
+# the export rule's {fmt} constraint: a format only where the precision after it is one it is exported in
+EXPORT_FORMAT_RE = export_format_re()
+# the validate rule's {fmt}: every artefact format and the checkpoint
+ARTEFACT_FORMAT_RE = artefact_format_re()
 
 
 def export_spec(item):

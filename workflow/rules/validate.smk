@@ -24,7 +24,7 @@ rule validate:
         out("validation/{model}-{fmt}-{prec}@{target}.json"),
     wildcard_constraints:
         model="[A-Za-z0-9_]+",
-        fmt="|".join((*FORMATS, CHECKPOINT)),
+        fmt=ARTEFACT_FORMAT_RE,
         prec="|".join(PRECISIONS),
         target="[A-Za-z0-9_]+",
     params:
