@@ -164,7 +164,7 @@ def test_the_schema_file_holds_no_list_of_formats_or_precisions():
     assert not {"precision", "export_format", "int8_format"} & {k for k, v in raw["$defs"].items() if "enum" in v}
     assert not words & set(raw["properties"]["quantize"]["properties"])  # per-format sections: put in
     assert "pattern" not in raw["properties"]["export"]["properties"]["formats"]["items"]["oneOf"][0]
-    assert "properties" not in raw["properties"]["validate"]["properties"]["gates"]["properties"]["by_precision"]
+    assert "properties" not in raw["properties"]["validate"]["properties"]["budgets"]["properties"]["by_precision"]
 
 
 def test_formats_and_precisions_are_vitedges():
