@@ -117,12 +117,16 @@ def test_bench_config_validation_and_merge():
 
 
 def test_peak_memory_sees_a_large_allocation():
+    """The peak grows by what a block allocated inside the context touched (VmHWM, reset on entry, on
+    Linux; ru_maxrss elsewhere, which only grows past the process's earlier peak)."""
     with PeakMemory("cpu") as m:
         block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, touched
         del block
-    assert m.result["peak_delta_mb"] >= 0
-    if m.result["method"].startswith("VmHWM"):  # exact on Linux
-        assert m.result["peak_delta_mb"] > 50
+    assert m.result["method"].startswith("VmHWM"), m.result  # this suite runs on Linux
+    assert 60 < m.result["peak_delta_mb"] < 200
+    with PeakMemory("cpu") as small:
+        np.ones(1024, dtype=np.uint8)
+    assert small.result["peak_delta_mb"] < 10  # it measures this block, not the process's history
 
 
 def test_learning_curves_follow_a_continued_schedule(tmp_path):

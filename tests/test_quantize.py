@@ -114,7 +114,10 @@ def test_onnx_int8_passes_the_gate(trained, splits, tmp_path):
     assert q["drop_points"] <= 1.0 and q["final_check"]["drop_points"] <= 1.0
     assert q["final_check"]["runtime"] == "onnx"
     assert {v["variant"] for v in q["variants"]} == {"dynamic", "static-percentile"}
-    assert q["latency"]["int8"]["bs1_ms"] > 0 and q["latency"]["faster_than_fp32"] in (True, False)
+    lat = q["latency"]  # the speed-up is the two measured latencies' ratio, and "faster" says whether it is > 1
+    assert lat["int8"]["bs1_ms"] > 0 and lat["fp32"]["bs1_ms"] > 0
+    assert lat["speedup_bs1"] == pytest.approx(lat["fp32"]["bs1_ms"] / lat["int8"]["bs1_ms"], rel=1e-2)
+    assert lat["faster_than_fp32"] is (lat["speedup_bs1"] > 1.0)
     assert q["calibration"]["images"] == 256 and "cpu_features" in q
     # timed at batch 1 on 1..every core; runtimes on this CPU use the fastest for batch-1 calls
     bs1 = meta["bs1_threads"]

@@ -95,8 +95,8 @@ class ViTConfig(StrictConfig):
 # Presets. The 48x48 ones are sized for FER-2013 on edge devices; the /16 ones at 224 match
 # ViT-Ti/S/B (timm, torchvision) so their pretrained weights can be imported and then resized.
 PRESETS: dict[str, ViTConfig] = {
-    "vit-nano-48": ViTConfig(patch_size=8, embed_dim=96, depth=3, num_heads=2),  # ~0.35M, default student
-    "vit-micro-48": ViTConfig(patch_size=6, embed_dim=128, depth=4, num_heads=2),  # ~0.8M, default teacher, FER student
+    "vit-nano-48": ViTConfig(patch_size=8, embed_dim=96, depth=3, num_heads=2),  # ~0.35M, the smallest patch ViT
+    "vit-micro-48": ViTConfig(patch_size=6, embed_dim=128, depth=4, num_heads=2),  # ~0.8M
     "vit-tiny-48": ViTConfig(patch_size=6, embed_dim=192, depth=6, num_heads=3),  # ~2.7M
     "vit-small-48": ViTConfig(patch_size=4, embed_dim=384, depth=8, num_heads=6),  # ~14M teacher
     "vit-base-48": ViTConfig(patch_size=4, embed_dim=768, depth=12, num_heads=12),  # ~85M

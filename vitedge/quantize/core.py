@@ -71,7 +71,7 @@ class QuantizeConfig(StrictConfig):
     max_drop: float = 1.0  # points of val top-1 an int8 artefact may lose against its fp32 source
     # share of val faces on which int8 must name the class fp32 names (0: not gated). Top-1 alone lets
     # errors cancel: an int8 model may change many answers and lose little accuracy (FER student, ONNX
-    # mixed-minmax+fused: 0.08 points below fp32 on val, 98.24% agreement; logs/quantize of that run)
+    # mixed-minmax+fused: 0.08 points below fp32 on val, 98.24% agreement; docs/int8.md)
     min_agreement: float = 0.0
     calibration: int = 256  # training images that calibrate activation ranges (static variants)
     calibrate_method: str = "minmax"  # minmax | percentile | entropy
