@@ -24,6 +24,7 @@ from vitedge.data import CLASSES, load_fer2013, make_synthetic, save_splits
 from vitedge.data.augment import BatchAugment, InMemoryBatches
 from vitedge.data.fer2013 import pack_images, read_pack
 from vitedge.model import create_model
+from vitedge.plan import write_config_schema
 from vitedge.preprocess import Preprocess
 from vitedge.validation_rows import load_result
 
@@ -171,7 +172,9 @@ def test_import_places_the_returned_models_for_an_mtime_rerun(smoke_out, tmp_pat
     for layer in (gpu_import.CONFIG, extra):
         cfg = _merged(cfg, yaml.safe_load(layer.read_text()))
     snakemake_utils = pytest.importorskip("snakemake.utils")
-    snakemake_utils.validate(cfg, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    # as the Snakefile validates: the schema file with the format table's words put in
+    snakemake_utils.validate(cfg, str(write_config_schema(REPO / "workflow" / "schemas" / "config.schema.yaml",
+                                                          tmp_path / "schema")))
     assert create_model(cfg["models"]["teacher"]["preset"], **cfg["models"]["teacher"]["overrides"]).cfg == \
         create_model(info["config"]).cfg and cfg["compute"]["device"] == "cpu"
     data_dir = tmp_path / "data"
