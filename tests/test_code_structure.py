@@ -1,5 +1,5 @@
 """The package's shape, checked: every module sits in a layer of the layer map and imports nothing
-from a layer above it (module by module and package by package), docs/layers.md shows the same map,
+from a layer above it (module by module and package by package), docs/architecture.md shows the same map,
 no import cycle, no import inside a function except the optional toolchains, no function longer
 than 80 lines."""
 from __future__ import annotations
@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "vitedge"
-LAYERS_DOC = PACKAGE.parent / "docs" / "layers.md"
+LAYERS_DOC = PACKAGE.parent / "docs" / "architecture.md"  # its "Layers" table
 # optional heavy toolchains (extras, NVIDIA's index, macOS): imported where they are used
 LAZY_OK = ("tensorrt", "coremltools", "executorch", "ai_edge_litert", "litert_torch", "ai_edge_quantizer", "torchao",
            "h5py")
 MAX_FUNCTION_LINES = 80
-# The layer map (docs/layers.md shows it and says what each layer is; test_layers_doc_matches keeps
+# The layer map (docs/architecture.md shows it and says what each layer is; test_layers_doc_matches keeps
 # the two equal): a module imports from its own layer or below, never above. Names are relative to
 # `vitedge.`; `vitedge` is the package's own __init__ (the version). A package's __main__ is a command
 # (layer 6) whatever the package's layer.
@@ -115,7 +115,7 @@ def test_every_module_has_one_layer():
     listed = [_absolute(m) for _, modules in LAYERS.values() for m in modules]
     assert len(listed) == len(set(listed)), f"in two layers: {sorted({m for m in listed if listed.count(m) > 1})}"
     missing, stale = sorted(set(MODULES) - set(LAYER)), sorted(set(LAYER) - set(MODULES))
-    assert not missing, f"modules without a layer (add them to LAYERS here and to docs/layers.md): {missing}"
+    assert not missing, f"modules without a layer (add them to LAYERS here and to docs/architecture.md): {missing}"
     assert not stale, f"LAYERS names modules that do not exist: {stale}"
 
 
@@ -158,24 +158,24 @@ def test_siblings_stay_apart():
 
 
 def _doc_layers() -> dict[int, tuple[str, tuple[str, ...]]]:
-    """docs/layers.md's table: | <n> <name> | `module`, ... | what it is |"""
+    """docs/architecture.md's table: | <n> <name> | `module`, ... | what it is |"""
     out = {}
     for line in LAYERS_DOC.read_text(encoding="utf-8").splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         m = re.fullmatch(r"(\d+) (.+)", cells[0]) if line.startswith("|") and len(cells) >= 2 else None
         if m:
-            assert int(m[1]) not in out, f"docs/layers.md: layer {m[1]} twice"
+            assert int(m[1]) not in out, f"docs/architecture.md: layer {m[1]} twice"
             out[int(m[1])] = (m[2], tuple(re.findall(r"`([^`]+)`", cells[1])))
     return out
 
 
 def test_layers_doc_matches():
     doc = _doc_layers()
-    assert sorted(doc) == sorted(LAYERS), f"docs/layers.md has layers {sorted(doc)}, the test {sorted(LAYERS)}"
+    assert sorted(doc) == sorted(LAYERS), f"docs/architecture.md has layers {sorted(doc)}, the test {sorted(LAYERS)}"
     for n, (name, modules) in LAYERS.items():
-        assert doc[n][0] == name, f"layer {n}: docs/layers.md calls it '{doc[n][0]}', the test '{name}'"
+        assert doc[n][0] == name, f"layer {n}: docs/architecture.md calls it '{doc[n][0]}', the test '{name}'"
         assert sorted(doc[n][1]) == sorted(modules), (
-            f"layer {n} ({name}): only in docs/layers.md {sorted(set(doc[n][1]) - set(modules))}, "
+            f"layer {n} ({name}): only in docs/architecture.md {sorted(set(doc[n][1]) - set(modules))}, "
             f"only in the test {sorted(set(modules) - set(doc[n][1]))}")
 
 
