@@ -26,11 +26,7 @@ import vitedge.export
 import vitedge.quantize
 from vitedge import artefact, plan, runtimes, targets
 from vitedge.artefact import CHECKPOINT, CHECKPOINT_RUNTIME, FORMAT_TABLE, PRECISIONS, FormatSpec, load_object
-from vitedge.checkpoints import save_model
-from vitedge.data import CLASSES
 from vitedge.export import export_artefact
-from vitedge.model import create_model
-from vitedge.preprocess import Preprocess
 from vitedge.quantize.core import Backend
 from vitedge.runtimes.base import Runtime
 from vitedge.verify import export_verified
@@ -178,11 +174,8 @@ def dummy(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("formats") / "m.pt"
-    save_model(path, create_model("vit-micro-48", depth=1), Preprocess(), list(CLASSES))
-    return path
+def ckpt(tiny_ckpt):
+    return tiny_ckpt  # conftest's one-block vit-micro-48
 
 
 def test_a_new_format_is_exported_verified_and_run(dummy, ckpt, tmp_path):
