@@ -44,6 +44,30 @@ from vitedge.validation_rows import load_result  # noqa: E402
 CONFIG = REPO / "workflow" / "config" / "fer2013-gpu.yaml"
 SHIPPED = REPO / "vitedge" / "assets" / "model" / "student.pt"
 RETURNED = ("teacher.pt", "teacher.json", "student.pt", "student.json")
+TEACHER_FILES = ("teacher.pt", "teacher.json", "validation-teacher-gpu.json")
+
+
+def assemble(returned: Path, teacher_from: Path | None, dest: Path) -> Path:
+    """One folder with everything `RETURNED` names. A run given `gpu_run.py --teacher` returns only the
+    student: its teacher's files (checkpoint, summary, GPU rows) come from the run that trained it
+    (e.g. reports/gpu-run/). Returns `returned` itself when nothing is missing."""
+    missing = [n for n in RETURNED if not (returned / n).is_file()]
+    if not missing:
+        return returned
+    if teacher_from is None or any(n not in TEACHER_FILES for n in missing):
+        hint = " (a run given --teacher: say where that teacher's files are with --teacher-from)" \
+            if set(missing) <= set(TEACHER_FILES) else ""
+        raise SystemExit(f"error: {returned} lacks {', '.join(missing)}{hint}")
+    dest.mkdir(parents=True, exist_ok=True)
+    for src in sorted(returned.iterdir()):
+        if src.is_file():
+            shutil.copyfile(src, dest / src.name)
+    for name in TEACHER_FILES:
+        if not (returned / name).is_file():
+            if not (teacher_from / name).is_file():
+                raise SystemExit(f"error: neither {returned} nor {teacher_from} has {name}")
+            shutil.copyfile(teacher_from / name, dest / name)
+    return dest
 
 
 def overlay(run_dir: Path, teacher_info: dict, report_dir: Path) -> Path:
@@ -137,11 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--returned", type=Path, required=True, help="the folder the device call's files came back to")
     p.add_argument("--run", default="fer2013-gpu", help="results/<run>")
     p.add_argument("--reports", type=Path, default=REPO / "reports" / "gpu-run", help="committed GPU rows")
+    p.add_argument("--teacher-from", type=Path,
+                   help="where the teacher's files are when the run was given --teacher (e.g. reports/gpu-run)")
     args = p.parse_args(argv)
-    missing = [n for n in RETURNED if not (args.returned / n).is_file()]
-    if missing:
-        raise SystemExit(f"error: {args.returned} lacks {', '.join(missing)}")
     run_dir = REPO / "results" / args.run
+    args.returned = assemble(args.returned, args.teacher_from, run_dir / "returned")
     _, t_info = checkpoints.load_model(args.returned / "teacher.pt")
     extra = overlay(run_dir, t_info, args.returned)
     data_dir = snakemake_data(run_dir, extra)

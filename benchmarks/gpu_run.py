@@ -142,6 +142,11 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
                         "a further cycle of distillation from a stronger teacher instead of a start from scratch")
     p.add_argument("--student-lr", type=float, default=0.002, help="the student's peak lr for a batch of 256")
     p.add_argument("--student-batch", type=int, help="the student's batch (default --batch-size); the lr scales with it")
+    p.add_argument("--distillation", choices=("hard", "soft"), default="hard",
+                   help="hard: the teacher's argmax (DeiT's best); soft: KL at --tau (a teacher that has fitted "
+                        "Training gives hard labels close to the ground truth there: soft ones carry more)")
+    p.add_argument("--tau", type=float, default=1.0, help="the soft term's temperature")
+    p.add_argument("--alpha", type=float, default=0.5, help="the distillation term's weight")
     p.add_argument("--holdout", type=float, default=0.05,
                    help="fraction of each class carved out of Training for selection (val) and again for the check (test)")
     p.add_argument("--seed", type=int, default=0)
@@ -214,7 +219,7 @@ def student_config(args: Namespace, epochs: int) -> DistillConfig:
                          warmup_epochs=warmup,
                          label_smoothing=0.1, class_balance="none", augment="strong", seed=args.seed,
                          deterministic=False, max_steps_per_epoch=2 if args.smoke else 0, eval_batch_size=1024,
-                         state_every=50, distillation_type="hard", alpha=0.5)
+                         state_every=50, distillation_type=args.distillation, alpha=args.alpha, tau=args.tau)
 
 
 def build(spec: dict, seed: int, device: torch.device) -> torch.nn.Module:

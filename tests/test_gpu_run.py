@@ -129,7 +129,8 @@ def test_smoke_run_writes_what_a_gpu_run_returns(smoke_out):
 
 def test_a_given_teacher_and_a_student_init_continue_instead_of_starting_over(smoke_out, tmp_path):
     """`--teacher` skips the teacher stage (no teacher files back); `--student-init` starts the student from
-    those weights, recorded as its `init`, at the lr asked for, with the teacher's hash in its config."""
+    those weights, recorded as its `init`, at the lr asked for, with the teacher's hash in its config;
+    the distillation settings asked for are the ones trained with."""
     ckpt = checkpoints.read_checkpoint(smoke_out / "student.pt")
     ckpt["state_dict"]["head.weight"].fill_(0.5)  # weights no fresh student has
     init = tmp_path / "init.pt"
@@ -139,16 +140,48 @@ def test_a_given_teacher_and_a_student_init_continue_instead_of_starting_over(sm
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_run.py"), "--smoke", "--out", str(out),
                            "--work", str(tmp_path / "work"), "--teacher", str(smoke_out / "teacher.pt"),
                            "--student-init", str(init), "--student-lr", "0.0005",
-                           "--student-batch", "16"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+                           "--student-batch", "16", "--distillation", "soft", "--tau", "3", "--alpha", "0.7"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["gpu_run.log", "student.json", "student.pt",
                                                      "validation-student-gpu.json"]
     student = json.loads((out / "student.json").read_text())
     assert student["init"]["sha256"] == checkpoints.sha256_file(init)
     assert student["train_config"]["lr"] == 0.0005 and student["train_config"]["batch_size"] == 16
+    assert (student["train_config"]["distillation_type"], student["train_config"]["tau"],
+            student["train_config"]["alpha"]) == ("soft", 3.0, 0.7)
     assert student["teacher"]["sha256"] == checkpoints.sha256_file(smoke_out / "teacher.pt")
     head = checkpoints.read_checkpoint(out / "student.pt")["state_dict"]["head.weight"]
     assert (head - 0.5).abs().max() < 0.05  # four small steps from the given weights, not a fresh start
+
+
+def _gpu_import():
+    spec = importlib.util.spec_from_file_location("gpu_import", REPO / "benchmarks" / "gpu_import.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_import_takes_a_given_teachers_files_from_the_run_that_trained_it(smoke_out, tmp_path):
+    """A run given --teacher returns the student alone: gpu_import refuses it with the fix in the message,
+    and with --teacher-from assembles one folder with both (the returned student's files unchanged)."""
+    gpu_import = _gpu_import()
+    returned = tmp_path / "returned"
+    returned.mkdir()
+    for name in ("gpu_run.log", "student.json", "student.pt", "validation-student-gpu.json"):
+        (returned / name).write_bytes((smoke_out / name).read_bytes())
+    assert gpu_import.assemble(smoke_out, None, tmp_path / "unused") == smoke_out  # complete: used as it is
+    with pytest.raises(SystemExit, match="--teacher-from"):
+        gpu_import.assemble(returned, None, tmp_path / "assembled")
+    with pytest.raises(SystemExit, match="teacher.pt"):
+        gpu_import.assemble(returned, tmp_path / "empty", tmp_path / "assembled")
+    folder = gpu_import.assemble(returned, smoke_out, tmp_path / "assembled")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in smoke_out.iterdir())
+    for name in ("student.pt", "teacher.pt", "validation-teacher-gpu.json"):
+        assert (folder / name).read_bytes() == (smoke_out / name).read_bytes()
+    (returned / "student.pt").unlink()  # the student itself cannot come from elsewhere
+    with pytest.raises(SystemExit, match="student.pt"):
+        gpu_import.assemble(returned, smoke_out, tmp_path / "assembled2")
 
 
 def _merged(base: dict, over: dict) -> dict:
@@ -162,9 +195,7 @@ def _merged(base: dict, over: dict) -> dict:
 def test_import_places_the_returned_models_for_an_mtime_rerun(smoke_out, tmp_path, synthetic_splits):
     """benchmarks/gpu_import.py on the smoke run's files: a config overlay the schema accepts, models placed
     oldest first (no training rule out of date), the distill table, the GPU rows as a committed table."""
-    spec = importlib.util.spec_from_file_location("gpu_import", REPO / "benchmarks" / "gpu_import.py")
-    gpu_import = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_import)
+    gpu_import = _gpu_import()
     run_dir = tmp_path / "results" / "fer2013-gpu"
     _, info = checkpoints.load_model(smoke_out / "teacher.pt")
     extra = gpu_import.overlay(run_dir, info, smoke_out)
