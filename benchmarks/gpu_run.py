@@ -143,8 +143,7 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
     p.add_argument("--student-lr", type=float, default=0.002, help="the student's peak lr for a batch of 256")
     p.add_argument("--student-batch", type=int, help="the student's batch (default --batch-size); the lr scales with it")
     p.add_argument("--distillation", choices=("hard", "soft"), default="hard",
-                   help="hard: the teacher's argmax (DeiT's best); soft: KL at --tau (a teacher that has fitted "
-                        "Training gives hard labels close to the ground truth there: soft ones carry more)")
+                   help="hard: the teacher's argmax (DeiT's best); soft: KL at --tau (measured: docs/gpu.md)")
     p.add_argument("--tau", type=float, default=1.0, help="the soft term's temperature")
     p.add_argument("--alpha", type=float, default=0.5, help="the distillation term's weight")
     p.add_argument("--holdout", type=float, default=0.05,
@@ -212,7 +211,8 @@ def teacher_config(args: Namespace, epochs: int, steps: int = 0) -> TrainConfig:
 
 
 def student_config(args: Namespace, epochs: int) -> DistillConfig:
-    """fer2013-gpu.yaml's distillation: hard, alpha 0.5, peak 2e-3 at batch 256, 10 warm-up epochs."""
+    """fer2013-gpu.yaml's distillation by default (hard, alpha 0.5, peak 2e-3 at batch 256, 10 warm-up
+    epochs); --distillation/--tau/--alpha/--student-lr/--student-batch change it."""
     # a continued student warms up for 3 epochs (epochs 1-2, the timed ones, must stay inside the warm-up)
     warmup = 2 if args.smoke else 3 if args.student_init else 10
     return DistillConfig(epochs=epochs, batch_size=args.student_batch or args.batch_size, lr=args.student_lr,
