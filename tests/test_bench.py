@@ -310,6 +310,27 @@ def test_workflow_times_reads_job_seconds_from_snakemakes_log(tmp_path, capsys):
     assert out.split("\n\n", 1)[1] in md and "Written on: " in md
 
 
+def test_train_throughput_distill_batches(tmp_path):
+    """`--distill-batches`: the whole distillation step (student + frozen teacher) per batch size, one
+    row each in ascending order, the largest batch the 1.00x reference."""
+    import torch
+
+    from vitedge.benchmarks import train_throughput
+
+    md, threads = tmp_path / "db.md", torch.get_num_threads()
+    try:
+        assert train_throughput.main(["--distill-batches", "8", "4", "--presets", "hybrid-micro-48", "--teacher",
+                                      "cnn-tiny-48", "--steps", "1", "--threads", "1", "--md", str(md)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    lines = md.read_text().splitlines()
+    assert lines[0].startswith("Distillation step (student fwd+bwd+AdamW, teacher fwd, hard loss, channels_last")
+    rows = [line.split(" | ") for line in lines[4:]]
+    assert [(r[0], r[1], r[2]) for r in rows] == [("| hybrid-micro-48", "cnn-tiny-48", "4"),
+                                                  ("| hybrid-micro-48", "cnn-tiny-48", "8")]
+    assert rows[1][4] == "1.00x |" and float(rows[0][3]) > 0
+
+
 def test_train_throughput_table(tmp_path, capsys):
     """vitedge.benchmarks.train_throughput (rule `train_throughput`): one row per preset, the full loop's
     rate against the model step's, written as the Markdown table the workflow keeps."""

@@ -3,10 +3,16 @@
     python -m vitedge.benchmarks.train_throughput [--presets hybrid-micro-48 cnn-small-48 ...] [--batch 128]
         [--steps 12] [--threads 2] [--augment strong] [--md reports/train_throughput.md]
     python -m vitedge.benchmarks.train_throughput --levers --presets cnn-small-48 hybrid-tiny-48   # CPU training levers
+    python -m vitedge.benchmarks.train_throughput --distill-batches 64 128 --presets hybrid-tiny-48 \
+        --teacher cnn-small-48                                                                   # distillation step
 
 `--levers`: the model-only step of each preset as it trains today (eager, NCHW) against
 `channels_last` memory format and `torch.compile` (Inductor, CPU), alone and together; compile time is
 reported apart from the steady rate.
+
+`--distill-batches`: the distillation stage's whole step per batch size (the student's forward,
+backward and AdamW plus the frozen `--teacher`'s forward and DeiT's hard loss, channels_last as
+`fer2013.yaml` trains), so a smaller batch's extra optimiser steps are priced in images per second.
 
 "model-only" is forward + backward + AdamW on one batch already in memory as a float tensor;
 "full loop" is what `vitedge.engine.run_loop` does per step: take the next batch of the uint8
@@ -125,6 +131,50 @@ def measure_levers(preset: str, batch: int, steps: int, augment: str, train_spli
     return rows
 
 
+def measure_distill_batches(preset: str, teacher_preset: str, batch_sizes: list[int], steps: int, augment: str,
+                            train_split) -> list[dict]:
+    """img/s of the whole hard-distillation step (student + frozen teacher, channels_last) per batch size."""
+    from vitedge.cnn import create_cnn
+    from vitedge.losses import DistillationLoss
+
+    pre = Preprocess(img_size=48)
+    teacher = create_cnn(teacher_preset).eval().to(memory_format=torch.channels_last)
+    rows = []
+    for batch in batch_sizes:
+        torch.manual_seed(0)
+        student = create_model(preset, distilled=True).train().to(memory_format=torch.channels_last)
+        criterion = DistillationLoss(lambda _x, logits, y: F.cross_entropy(logits, y), teacher, "hard", 0.5)
+        opt = torch.optim.AdamW(param_groups(student, 0.05), lr=1e-3)
+        batches = InMemoryBatches(train_split, pre, batch, seed=0)
+        x = BatchAugment(pre, augment)(batches.images[:batch], torch.Generator().manual_seed(0))
+        x, y = x.contiguous(memory_format=torch.channels_last), batches.labels[:batch]
+
+        def step(x: torch.Tensor, y: torch.Tensor) -> None:
+            loss = criterion(x, student(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        def forever():
+            while True:
+                yield x, y
+
+        # the same number of images per batch size, so each rate averages over as much work
+        rate = images_per_second(step, forever(), max(1, steps * max(batch_sizes) // batch))
+        rows.append({"preset": preset, "teacher": teacher_preset, "batch": batch, "img_s": rate})
+        print(f"{preset:>16} <- {teacher_preset}, batch {batch:4d}: {rate:7.1f} img/s", flush=True)
+    return rows
+
+
+def distill_lines(rows: list[dict], args: argparse.Namespace) -> list[str]:
+    ref = {r["preset"]: r for r in rows}  # the largest batch of each student (rows come in ascending batch)
+    return [f"Distillation step (student fwd+bwd+AdamW, teacher fwd, hard loss, channels_last, fp32, {args.threads} "
+            f"threads, {args.steps} timed steps at the largest batch) on {describe(machine_info())}", "",
+            "| student | teacher | batch | img/s | vs the largest batch |", "|---|---|---:|---:|---:|",
+            *[f"| {r['preset']} | {r['teacher']} | {r['batch']} | {r['img_s']:.1f} | "
+              f"{r['img_s'] / ref[r['preset']]['img_s']:.2f}x |" for r in rows]]
+
+
 def lever_lines(rows: list[dict], args: argparse.Namespace) -> list[str]:
     base = {r["preset"]: r["img_s"] for r in rows if r["lever"] == "eager"}
     return [f"Training levers, model-only step (fp32, batch {args.batch}, {args.threads} threads, {args.steps} timed "
@@ -143,11 +193,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--augment", default="strong", choices=["none", "light", "strong"])
     p.add_argument("--md", type=Path, help="also write the table here (Markdown)")
     p.add_argument("--levers", action="store_true", help="channels_last and torch.compile against eager")
+    p.add_argument("--distill-batches", type=int, nargs="+", metavar="B",
+                   help="the distillation step's img/s at these batch sizes (largest last is the reference)")
+    p.add_argument("--teacher", default="cnn-small-48", help="the frozen teacher for --distill-batches")
     args = p.parse_args(argv)
     args.threads = min(args.threads, os.cpu_count() or 1)  # snakemake may grant more threads than cores
     torch.set_num_threads(args.threads)
     train = make_synthetic(per_class=max(64, args.batch * 3 // 7 + 8), seed=0)["train"]
 
+    if args.distill_batches:
+        sizes = sorted(args.distill_batches)
+        train = make_synthetic(per_class=max(64, max(sizes) * 3 // 7 + 8), seed=0)["train"]
+        lines = distill_lines([r for preset in args.presets for r in measure_distill_batches(
+            preset, args.teacher, sizes, args.steps, args.augment, train)], args)
+        print("\n".join(lines))
+        if args.md:
+            atomic_write_text(args.md, "\n".join(lines) + "\n")
+        return 0
     if args.levers:
         lines = lever_lines([r for preset in args.presets
                              for r in measure_levers(preset, args.batch, args.steps, args.augment, train)], args)
