@@ -30,10 +30,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from vitedge.cnn import create_cnn
 from vitedge.data import make_synthetic
 from vitedge.data.augment import BatchAugment, InMemoryBatches
 from vitedge.engine import param_groups
 from vitedge.io import atomic_write_text
+from vitedge.losses import DistillationLoss
 from vitedge.model import create_model
 from vitedge.preprocess import Preprocess
 from vitedge.sysinfo import describe, machine_info
@@ -134,9 +136,6 @@ def measure_levers(preset: str, batch: int, steps: int, augment: str, train_spli
 def measure_distill_batches(preset: str, teacher_preset: str, batch_sizes: list[int], steps: int, augment: str,
                             train_split) -> list[dict]:
     """img/s of the whole hard-distillation step (student + frozen teacher, channels_last) per batch size."""
-    from vitedge.cnn import create_cnn
-    from vitedge.losses import DistillationLoss
-
     pre = Preprocess(img_size=48)
     teacher = create_cnn(teacher_preset).eval().to(memory_format=torch.channels_last)
     rows = []
