@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from vitedge.cnn import create_cnn
 from vitedge.data import make_synthetic
 from vitedge.data.augment import BatchAugment, InMemoryBatches
-from vitedge.engine import param_groups
+from vitedge.engine import SupervisedLoss, param_groups
 from vitedge.io import atomic_write_text
 from vitedge.losses import DistillationLoss
 from vitedge.model import create_model
@@ -57,12 +57,15 @@ def images_per_second(step, batches, steps: int, warmup: int = 3) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def train_step(forward, opt: torch.optim.Optimizer):
-    """One supervised step: cross-entropy on every head the model returns, then AdamW."""
+def train_step(forward, opt: torch.optim.Optimizer, criterion=None):
+    """One step, then AdamW: `criterion(images, outputs, labels)` (the engine's contract) when given,
+    else cross-entropy on every head the model returns."""
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         out = forward(x)
-        out = out if isinstance(out, tuple) else (out,)
-        loss = sum(F.cross_entropy(o, y) for o in out)
+        if criterion is not None:
+            loss = criterion(x, out, y)
+        else:
+            loss = sum(F.cross_entropy(o, y) for o in (out if isinstance(out, tuple) else (out,)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -142,17 +145,11 @@ def measure_distill_batches(preset: str, teacher_preset: str, batch_sizes: list[
     for batch in batch_sizes:
         torch.manual_seed(0)
         student = create_model(preset, distilled=True).train().to(memory_format=torch.channels_last)
-        criterion = DistillationLoss(lambda _x, logits, y: F.cross_entropy(logits, y), teacher, "hard", 0.5)
-        opt = torch.optim.AdamW(param_groups(student, 0.05), lr=1e-3)
+        criterion = DistillationLoss(SupervisedLoss(label_smoothing=0.1), teacher, "hard", 0.5)  # the stage's loss
+        step = train_step(student, torch.optim.AdamW(param_groups(student, 0.05), lr=1e-3), criterion)
         batches = InMemoryBatches(train_split, pre, batch, seed=0)
         x = BatchAugment(pre, augment)(batches.images[:batch], torch.Generator().manual_seed(0))
         x, y = x.contiguous(memory_format=torch.channels_last), batches.labels[:batch]
-
-        def step(x: torch.Tensor, y: torch.Tensor) -> None:
-            loss = criterion(x, student(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
 
         def forever():
             while True:
@@ -198,11 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.threads = min(args.threads, os.cpu_count() or 1)  # snakemake may grant more threads than cores
     torch.set_num_threads(args.threads)
-    train = make_synthetic(per_class=max(64, args.batch * 3 // 7 + 8), seed=0)["train"]
+    largest = max(args.distill_batches or [args.batch])
+    train = make_synthetic(per_class=max(64, largest * 3 // 7 + 8), seed=0)["train"]
 
     if args.distill_batches:
         sizes = sorted(args.distill_batches)
-        train = make_synthetic(per_class=max(64, max(sizes) * 3 // 7 + 8), seed=0)["train"]
         lines = distill_lines([r for preset in args.presets for r in measure_distill_batches(
             preset, args.teacher, sizes, args.steps, args.augment, train)], args)
         print("\n".join(lines))
