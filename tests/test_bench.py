@@ -311,8 +311,8 @@ def test_workflow_times_reads_job_seconds_from_snakemakes_log(tmp_path, capsys):
 
 
 def test_train_throughput_distill_batches(tmp_path):
-    """`--distill-batches`: the whole distillation step (student + frozen teacher) per batch size, one
-    row each in ascending order, the largest batch the 1.00x reference."""
+    """`--distill-batches`: the whole distillation step (student + frozen teacher) per precision and
+    batch size, one row each in ascending batch, fp32 at the largest batch the 1.00x reference."""
     import torch
 
     from vitedge.benchmarks import train_throughput
@@ -320,15 +320,36 @@ def test_train_throughput_distill_batches(tmp_path):
     md, threads = tmp_path / "db.md", torch.get_num_threads()
     try:
         assert train_throughput.main(["--distill-batches", "8", "4", "--presets", "hybrid-micro-48", "--teacher",
-                                      "cnn-tiny-48", "--steps", "1", "--threads", "1", "--md", str(md)]) == 0
+                                      "cnn-tiny-48", "--steps", "1", "--threads", "1", "--precisions", "fp32", "bf16",
+                                      "--md", str(md)]) == 0
     finally:
         torch.set_num_threads(threads)
     lines = md.read_text().splitlines()
     assert lines[0].startswith("Distillation step (student fwd+bwd+AdamW, teacher fwd, hard loss, channels_last")
-    rows = [line.split(" | ") for line in lines[4:]]
-    assert [(r[0], r[1], r[2]) for r in rows] == [("| hybrid-micro-48", "cnn-tiny-48", "4"),
-                                                  ("| hybrid-micro-48", "cnn-tiny-48", "8")]
-    assert rows[1][4] == "1.00x |" and float(rows[0][3]) > 0
+    rows = [line.split(" | ") for line in lines[4:] if line.startswith("| hybrid")]
+    assert [tuple(r[:4]) for r in rows] == [("| hybrid-micro-48", "cnn-tiny-48", p, b)
+                                            for p in ("fp32", "bf16") for b in ("4", "8")]
+    assert rows[1][5] == "1.00x |" and all(float(r[4]) > 0 for r in rows)
+    assert "bf16: autocast over both models' forwards" in lines[-1]
+
+
+def test_train_step_bf16_autocasts_the_forward_not_the_weights():
+    """The benchmark's `bf16` step runs the forward in bf16 (as the engine's `amp: bf16`) while the
+    weights AdamW updates stay fp32; without it everything is fp32."""
+    import torch
+
+    from vitedge.benchmarks.train_throughput import train_step
+
+    for bf16, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(6, 3)
+        seen = []
+        model.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+        before = model.weight.detach().clone()
+        train_step(model, torch.optim.AdamW(model.parameters(), lr=1e-2), bf16=bf16)(
+            torch.randn(4, 6), torch.tensor([0, 1, 2, 0]))
+        assert seen == [expected]
+        assert model.weight.dtype == torch.float32 and not torch.equal(model.weight, before)
 
 
 def test_train_throughput_table(tmp_path, capsys):

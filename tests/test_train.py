@@ -205,3 +205,19 @@ def test_ddp_two_processes_gloo(tmp_path, data_dir):
     summary = json.loads(out.with_suffix(".json").read_text())
     assert summary["history"][0]["img_per_s"] > 0
     checkpoints.load_model(out)
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch, caplog):
+    """`amp: bf16` trains anywhere, but on a CPU without avx512_bf16/AMX it is emulated and slower than
+    fp32: the engine says so (and how to turn it off); with the instructions, or amp off/auto, it is quiet."""
+    from vitedge import engine
+
+    cpu = {"model": "Old Xeon", "features": ["avx2", "avx512f"]}
+    monkeypatch.setattr(engine, "cpu_info", lambda: cpu)
+    assert engine.warn_if_bf16_is_emulated(TrainConfig(amp="bf16"), torch.device("cpu"))
+    assert "amp: bf16 on a CPU without avx512_bf16" in caplog.text and "set amp: off" in caplog.text
+    assert not engine.warn_if_bf16_is_emulated(TrainConfig(amp="off"), torch.device("cpu"))
+    assert not engine.warn_if_bf16_is_emulated(TrainConfig(amp="auto"), torch.device("cpu"))
+    assert not engine.warn_if_bf16_is_emulated(TrainConfig(amp="bf16"), torch.device("cuda"))
+    cpu["features"] = ["avx2", "avx512_bf16"]
+    assert not engine.warn_if_bf16_is_emulated(TrainConfig(amp="bf16"), torch.device("cpu"))

@@ -50,6 +50,7 @@ from vitedge.torch_io import load_torch, save_torch
 from vitedge.metrics import classification_metrics
 from vitedge.model import VisionTransformer
 from vitedge.preprocess import Preprocess
+from vitedge.sysinfo import cpu_info
 
 log = logging.getLogger("vitedge.engine")
 
@@ -72,7 +73,10 @@ class TrainConfig(StrictConfig):
     grad_clip: float = 1.0
     class_balance: str = "sqrt"  # none | sqrt | inverse
     augment: str = "strong"  # none | light | strong (vitedge.data.augment.AugmentSpec)
-    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off; bf16 on these small CPU models measured no gain
+    # auto (bf16 on CUDA) | bf16 | off. On a CPU bf16 pays only with native bf16 instructions
+    # (avx512_bf16 / AMX: reports/train_levers.md and reports/distill_batches.md price it on a 2-core
+    # EPYC); elsewhere it is emulated and slower than fp32, so CPU configs opt in
+    amp: str = "auto"
     # NHWC weights and batches: oneDNN's fast layout for convolutions (cnn-small-48's training step
     # 1.24x on a 2-core CPU, a ViT's 1.02x: reports/train_levers.md); in distillation the teacher too
     channels_last: bool = False
@@ -200,6 +204,18 @@ def autocast(cfg: TrainConfig, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
 
+def warn_if_bf16_is_emulated(cfg: TrainConfig, device: torch.device) -> bool:
+    """`amp: bf16` on a CPU without bf16 instructions still trains, only slower than fp32: say so."""
+    if cfg.amp != "bf16" or device.type != "cpu":
+        return False
+    features = cpu_info()["features"]
+    if any(f in features for f in ("avx512_bf16", "amx_bf16")):
+        return False
+    log.warning("amp: bf16 on a CPU without avx512_bf16 or amx_bf16 (%s): bf16 is emulated here and trains "
+                "slower than fp32; set amp: off in the stage's config", cpu_info()["model"])
+    return True
+
+
 # --------------------------------------------------------------------------- the loop
 def fit(model: VisionTransformer, train: Split, val: Split, pre: Preprocess, cfg: TrainConfig, work_dir: str | Path,
         criterion: nn.Module | None = None, resume: bool = False, stage: str = "finetune",
@@ -276,6 +292,8 @@ def run_loop(module: nn.Module, train: Split, augment: BatchAugment, pre: Prepro
     module.to(d.device)
     if criterion is not None:
         criterion.to(d.device)
+    if d.main:
+        warn_if_bf16_is_emulated(cfg, d.device)
     net: nn.Module = module
     if d.world > 1:
         net = nn.parallel.DistributedDataParallel(module, device_ids=[d.local_rank] if d.device.type == "cuda" else None)

@@ -7,12 +7,14 @@
         --teacher cnn-small-48                                                                   # distillation step
 
 `--levers`: the model-only step of each preset as it trains today (eager, NCHW) against
-`channels_last` memory format and `torch.compile` (Inductor, CPU), alone and together; compile time is
-reported apart from the steady rate.
+`channels_last` memory format and `torch.compile` (Inductor, CPU), alone and together, and bf16
+autocast on channels_last; compile time is reported apart from the steady rate.
 
 `--distill-batches`: the distillation stage's whole step per batch size (the student's forward,
 backward and AdamW plus the frozen `--teacher`'s forward and DeiT's hard loss, channels_last as
-`fer2013.yaml` trains), so a smaller batch's extra optimiser steps are priced in images per second.
+`fer2013.yaml` trains), so a smaller batch's extra optimiser steps are priced in images per second;
+`--precisions fp32 bf16` prices bf16 autocast (`amp: bf16`) against fp32 too. bf16 pays on a CPU only
+with native bf16 instructions (avx512_bf16, AMX); the table's machine line lists them.
 
 "model-only" is forward + backward + AdamW on one batch already in memory as a float tensor;
 "full loop" is what `vitedge.engine.run_loop` does per step: take the next batch of the uint8
@@ -57,15 +59,17 @@ def images_per_second(step, batches, steps: int, warmup: int = 3) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def train_step(forward, opt: torch.optim.Optimizer, criterion=None):
+def train_step(forward, opt: torch.optim.Optimizer, criterion=None, bf16: bool = False):
     """One step, then AdamW: `criterion(images, outputs, labels)` (the engine's contract) when given,
-    else cross-entropy on every head the model returns."""
+    else cross-entropy on every head the model returns. `bf16`: the forward and the loss under bf16
+    autocast, as the engine runs `amp: bf16` (weights and AdamW stay fp32)."""
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        out = forward(x)
-        if criterion is not None:
-            loss = criterion(x, out, y)
-        else:
-            loss = sum(F.cross_entropy(o, y) for o in (out if isinstance(out, tuple) else (out,)))
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = forward(x)
+            if criterion is not None:
+                loss = criterion(x, out, y)
+            else:
+                loss = sum(F.cross_entropy(o, y) for o in (out if isinstance(out, tuple) else (out,)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -102,8 +106,9 @@ def measure(preset: str, batch: int, steps: int, augment: str, train_split) -> d
             "full_loop": full, "ratio": full / ref}
 
 
-LEVERS = [("eager", False, False), ("channels_last", True, False), ("torch.compile", False, True),
-          ("channels_last + compile", True, True)]
+# (name, channels_last, torch.compile, bf16 autocast)
+LEVERS = [("eager", False, False, False), ("channels_last", True, False, False), ("torch.compile", False, True, False),
+          ("channels_last + compile", True, True, False), ("channels_last + bf16", True, False, True)]
 
 
 def measure_levers(preset: str, batch: int, steps: int, augment: str, train_split) -> list[dict]:
@@ -113,14 +118,14 @@ def measure_levers(preset: str, batch: int, steps: int, augment: str, train_spli
     x0 = BatchAugment(pre, augment)(batches.images[:batch], torch.Generator().manual_seed(0))
     y0 = batches.labels[:batch]
     rows = []
-    for name, channels_last, compiled in LEVERS:
+    for name, channels_last, compiled, bf16 in LEVERS:
         torch.manual_seed(0)
         model = create_model(preset, **({"distilled": True} if preset.startswith(("vit-", "hybrid-")) else {})).train()
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         model = model.to(memory_format=fmt)
         x = x0.contiguous(memory_format=fmt)
         opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-3)
-        step = train_step(torch.compile(model) if compiled else model, opt)
+        step = train_step(torch.compile(model) if compiled else model, opt, bf16=bf16)
 
         t0 = time.perf_counter()
         step(x, y0)  # the first step compiles
@@ -137,16 +142,18 @@ def measure_levers(preset: str, batch: int, steps: int, augment: str, train_spli
 
 
 def measure_distill_batches(preset: str, teacher_preset: str, batch_sizes: list[int], steps: int, augment: str,
-                            train_split) -> list[dict]:
-    """img/s of the whole hard-distillation step (student + frozen teacher, channels_last) per batch size."""
+                            train_split, precisions: tuple[str, ...] = ("fp32",)) -> list[dict]:
+    """img/s of the whole hard-distillation step (student + frozen teacher, channels_last) per
+    precision (fp32, or bf16 autocast over both models' forwards) and batch size."""
     pre = Preprocess(img_size=48)
     teacher = create_cnn(teacher_preset).eval().to(memory_format=torch.channels_last)
     rows = []
-    for batch in batch_sizes:
+    for precision, batch in [(p, b) for p in precisions for b in batch_sizes]:
         torch.manual_seed(0)
         student = create_model(preset, distilled=True).train().to(memory_format=torch.channels_last)
         criterion = DistillationLoss(SupervisedLoss(label_smoothing=0.1), teacher, "hard", 0.5)  # the stage's loss
-        step = train_step(student, torch.optim.AdamW(param_groups(student, 0.05), lr=1e-3), criterion)
+        step = train_step(student, torch.optim.AdamW(param_groups(student, 0.05), lr=1e-3), criterion,
+                          bf16=precision == "bf16")
         batches = InMemoryBatches(train_split, pre, batch, seed=0)
         x = BatchAugment(pre, augment)(batches.images[:batch], torch.Generator().manual_seed(0))
         x, y = x.contiguous(memory_format=torch.channels_last), batches.labels[:batch]
@@ -157,23 +164,29 @@ def measure_distill_batches(preset: str, teacher_preset: str, batch_sizes: list[
 
         # the same number of images per batch size, so each rate averages over as much work
         rate = images_per_second(step, forever(), max(1, steps * max(batch_sizes) // batch))
-        rows.append({"preset": preset, "teacher": teacher_preset, "batch": batch, "img_s": rate})
-        print(f"{preset:>16} <- {teacher_preset}, batch {batch:4d}: {rate:7.1f} img/s", flush=True)
+        rows.append({"preset": preset, "teacher": teacher_preset, "precision": precision, "batch": batch, "img_s": rate})
+        print(f"{preset:>16} <- {teacher_preset}, {precision}, batch {batch:4d}: {rate:7.1f} img/s", flush=True)
     return rows
 
 
 def distill_lines(rows: list[dict], args: argparse.Namespace) -> list[str]:
-    ref = {r["preset"]: r for r in rows}  # the largest batch of each student (rows come in ascending batch)
-    return [f"Distillation step (student fwd+bwd+AdamW, teacher fwd, hard loss, channels_last, fp32, {args.threads} "
+    # the reference: each student's first precision at its largest batch (rows come in ascending batch)
+    ref = {}
+    for r in rows:
+        if ref.get(r["preset"], r)["precision"] == r["precision"]:
+            ref[r["preset"]] = r
+    return [f"Distillation step (student fwd+bwd+AdamW, teacher fwd, hard loss, channels_last, {args.threads} "
             f"threads, {args.steps} timed steps at the largest batch) on {describe(machine_info())}", "",
-            "| student | teacher | batch | img/s | vs the largest batch |", "|---|---|---:|---:|---:|",
-            *[f"| {r['preset']} | {r['teacher']} | {r['batch']} | {r['img_s']:.1f} | "
-              f"{r['img_s'] / ref[r['preset']]['img_s']:.2f}x |" for r in rows]]
+            "| student | teacher | precision | batch | img/s | vs the reference |", "|---|---|---|---:|---:|---:|",
+            *[f"| {r['preset']} | {r['teacher']} | {r['precision']} | {r['batch']} | {r['img_s']:.1f} | "
+              f"{r['img_s'] / ref[r['preset']]['img_s']:.2f}x |" for r in rows],
+            "", "Reference: each student's first precision at the largest batch. bf16: autocast over both "
+            "models' forwards and the loss (weights and AdamW in fp32), as the engine runs `amp: bf16`."]
 
 
 def lever_lines(rows: list[dict], args: argparse.Namespace) -> list[str]:
     base = {r["preset"]: r["img_s"] for r in rows if r["lever"] == "eager"}
-    return [f"Training levers, model-only step (fp32, batch {args.batch}, {args.threads} threads, {args.steps} timed "
+    return [f"Training levers, model-only step (fp32 unless the lever says bf16, batch {args.batch}, {args.threads} threads, {args.steps} timed "
             f"steps) on {describe(machine_info())}", "",
             "| preset | lever | img/s | vs eager | first step s (compile) |", "|---|---|---:|---:|---:|",
             *[f"| {r['preset']} | {r['lever']} | {r['img_s']:.1f} | {r['img_s'] / base[r['preset']]:.2f}x | "
@@ -192,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--distill-batches", type=int, nargs="+", metavar="B",
                    help="the distillation step's img/s at these batch sizes (largest last is the reference)")
     p.add_argument("--teacher", default="cnn-small-48", help="the frozen teacher for --distill-batches")
+    p.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                   help="--distill-batches: fp32 and/or bf16 autocast (the first is the reference)")
     args = p.parse_args(argv)
     args.threads = min(args.threads, os.cpu_count() or 1)  # snakemake may grant more threads than cores
     torch.set_num_threads(args.threads)
@@ -201,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.distill_batches:
         sizes = sorted(args.distill_batches)
         lines = distill_lines([r for preset in args.presets for r in measure_distill_batches(
-            preset, args.teacher, sizes, args.steps, args.augment, train)], args)
+            preset, args.teacher, sizes, args.steps, args.augment, train, tuple(args.precisions))], args)
         print("\n".join(lines))
         if args.md:
             atomic_write_text(args.md, "\n".join(lines) + "\n")
