@@ -171,10 +171,10 @@ def measure_distill_batches(preset: str, teacher_preset: str, batch_sizes: list[
 
 def distill_lines(rows: list[dict], args: argparse.Namespace) -> list[str]:
     # the reference: each student's first precision at its largest batch (rows come in ascending batch)
-    ref = {}
+    first = {}
     for r in rows:
-        if ref.get(r["preset"], r)["precision"] == r["precision"]:
-            ref[r["preset"]] = r
+        first.setdefault(r["preset"], r["precision"])
+    ref = {r["preset"]: r for r in rows if r["precision"] == first[r["preset"]]}
     return [f"Distillation step (student fwd+bwd+AdamW, teacher fwd, hard loss, channels_last, {args.threads} "
             f"threads, {args.steps} timed steps at the largest batch) on {describe(machine_info())}", "",
             "| student | teacher | precision | batch | img/s | vs the reference |", "|---|---|---|---:|---:|---:|",
@@ -186,8 +186,8 @@ def distill_lines(rows: list[dict], args: argparse.Namespace) -> list[str]:
 
 def lever_lines(rows: list[dict], args: argparse.Namespace) -> list[str]:
     base = {r["preset"]: r["img_s"] for r in rows if r["lever"] == "eager"}
-    return [f"Training levers, model-only step (fp32 unless the lever says bf16, batch {args.batch}, {args.threads} threads, {args.steps} timed "
-            f"steps) on {describe(machine_info())}", "",
+    return [f"Training levers, model-only step (fp32 unless the lever says bf16, batch {args.batch}, "
+            f"{args.threads} threads, {args.steps} timed steps) on {describe(machine_info())}", "",
             "| preset | lever | img/s | vs eager | first step s (compile) |", "|---|---|---:|---:|---:|",
             *[f"| {r['preset']} | {r['lever']} | {r['img_s']:.1f} | {r['img_s'] / base[r['preset']]:.2f}x | "
               f"{r['first_step_s']:.1f} |" for r in rows]]
