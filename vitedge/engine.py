@@ -78,7 +78,7 @@ class TrainConfig(StrictConfig):
     # EPYC); elsewhere it is emulated and slower than fp32, so CPU configs opt in
     amp: str = "auto"
     # NHWC weights and batches: oneDNN's fast layout for convolutions (cnn-small-48's training step
-    # 1.24x on a 2-core CPU, a ViT's 1.02x: reports/train_levers.md); in distillation the teacher too
+    # 1.34x on a 2-core CPU, the hybrid ViT's 1.02x: reports/train_levers.md); in distillation the teacher too
     channels_last: bool = False
     seed: int = 0
     deterministic: bool = True  # fixed threads + deterministic kernels: same seed, same weights
@@ -208,11 +208,11 @@ def warn_if_bf16_is_emulated(cfg: TrainConfig, device: torch.device) -> bool:
     """`amp: bf16` on a CPU without bf16 instructions still trains, only slower than fp32: say so."""
     if cfg.amp != "bf16" or device.type != "cpu":
         return False
-    features = cpu_info()["features"]
-    if any(f in features for f in ("avx512_bf16", "amx_bf16")):
+    cpu = cpu_info()
+    if any(f in cpu["features"] for f in ("avx512_bf16", "amx_bf16")):
         return False
     log.warning("amp: bf16 on a CPU without avx512_bf16 or amx_bf16 (%s): bf16 is emulated here and trains "
-                "slower than fp32; set amp: off in the stage's config", cpu_info()["model"])
+                "slower than fp32; set amp: off in the stage's config", cpu["model"])
     return True
 
 

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from vitedge.cnn import create_cnn
 from vitedge.data import make_synthetic
 from vitedge.data.augment import BatchAugment, InMemoryBatches
-from vitedge.engine import SupervisedLoss, param_groups
+from vitedge.engine import SupervisedLoss, TrainConfig, autocast, param_groups
 from vitedge.io import atomic_write_text
 from vitedge.losses import DistillationLoss
 from vitedge.model import create_model
@@ -63,8 +63,10 @@ def train_step(forward, opt: torch.optim.Optimizer, criterion=None, bf16: bool =
     """One step, then AdamW: `criterion(images, outputs, labels)` (the engine's contract) when given,
     else cross-entropy on every head the model returns. `bf16`: the forward and the loss under bf16
     autocast, as the engine runs `amp: bf16` (weights and AdamW stay fp32)."""
+    amp = TrainConfig(amp="bf16" if bf16 else "off")
+
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast(amp, x.device):  # the engine's own switch
             out = forward(x)
             if criterion is not None:
                 loss = criterion(x, out, y)
